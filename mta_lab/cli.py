@@ -1,0 +1,41 @@
+"""The `mta-lab` command. Each subcommand lives in `mta_lab/commands/`; this file only dispatches.
+
+Bad input (a spec, an argument) ends with one clear message and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.console import Console
+
+from mta_lab import __version__
+from mta_lab.attention.spec import SpecError
+from mta_lab.commands import attention as attention_cmd
+
+USER_ERRORS = (SpecError, ValueError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mta-lab",
+        description="Multi-Token Attention research platform: attention variants, training, sweeps, reports.",
+    )
+    parser.add_argument("--version", action="version", version=f"mta-lab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    attention_cmd.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except USER_ERRORS as err:
+        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the `mta-lab` CLI, one module each."""
