@@ -81,4 +81,4 @@ def load_preset(name: str, **overrides) -> AttentionSpec:
     if name not in PRESETS:
         raise SpecError(f"attention preset {name!r} is unknown; available: {', '.join(PRESETS)}")
     spec = PRESETS[name][0]
-    return replace(spec, **overrides) if overrides else spec
+    return AttentionSpec.from_dict({**spec.to_dict(), **overrides}) if overrides else spec
