@@ -13,8 +13,10 @@ from rich.console import Console
 from mta_lab import __version__
 from mta_lab.attention.spec import SpecError
 from mta_lab.commands import attention as attention_cmd
+from mta_lab.commands import count as count_cmd
+from mta_lab.model.config import ModelConfigError
 
-USER_ERRORS = (SpecError, ValueError)
+USER_ERRORS = (SpecError, ModelConfigError, ValueError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mta-lab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     attention_cmd.add_parser(sub)
+    count_cmd.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,100 @@
+"""One readable LLaMA-style decoder whose attention comes from an AttentionSpec.
+
+Pre-norm blocks (RMSNorm, attention, RMSNorm, SwiGLU MLP), RoPE, no biases, tied input/output embeddings.
+Each layer's attention is `build_attention(spec, layer_idx=...)`: kq convolutions only on the layers the
+spec selects, head mixing / group norm / gate on all of them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mta_lab.attention.modules import AttentionBase, build_attention
+from mta_lab.attention.rope import rope_tables
+from mta_lab.attention.spec import AttentionSpec
+from mta_lab.model.config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden, bias=False)  # gate
+        self.w3 = nn.Linear(dim, hidden, bias=False)  # up
+        self.w2 = nn.Linear(hidden, dim, bias=False)  # down
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, spec: AttentionSpec, layer_idx: int) -> None:
+        super().__init__()
+        self.attn_norm = RMSNorm(config.dim, config.norm_eps)
+        self.attn: AttentionBase = build_attention(
+            spec, dim=config.dim, n_heads=config.n_heads, layer_idx=layer_idx, n_layers=config.n_layers,
+            rope_theta=config.rope_theta,
+        )
+        self.mlp_norm = RMSNorm(config.dim, config.norm_eps)
+        self.mlp = SwiGLU(config.dim, config.hidden)
+
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
+        x = x + self.attn(self.attn_norm(x), rope)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: ModelConfig, spec: AttentionSpec) -> None:
+        super().__init__()
+        spec.check_model(n_heads=config.n_heads, n_layers=config.n_layers)
+        self.config, self.spec = config, spec
+        self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
+        self.layers = nn.ModuleList(Block(config, spec, i) for i in range(config.n_layers))
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Normal(0, init_std) for embeddings and projections, residual outputs scaled by 1/sqrt(2L)
+        (GPT-2); the attention variant's own parameters keep the spec's initialisation."""
+        std = self.config.init_std
+        nn.init.normal_(self.tok_embeddings.weight, std=std)
+        out_std = std / math.sqrt(2 * self.config.n_layers)
+        for block in self.layers:
+            for linear in (block.attn.wq, block.attn.wk, block.attn.wv, block.mlp.w1, block.mlp.w3):
+                nn.init.normal_(linear.weight, std=std)
+            for linear in (block.attn.wo, block.mlp.w2):
+                nn.init.normal_(linear.weight, std=out_std)
+
+    @property
+    def rope_dim(self) -> int:
+        return self.layers[0].attn.rope_dim
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """tokens (B, T) -> logits (B, T, vocab)."""
+        t = tokens.shape[1]
+        if t > self.config.max_seq_len:
+            raise ValueError(f"sequence length {t} exceeds model.max_seq_len={self.config.max_seq_len}")
+        rope = rope_tables(t, self.rope_dim, self.config.rope_theta, tokens.device)
+        x = self.tok_embeddings(tokens)
+        for layer in self.layers:
+            x = layer(x, rope)
+        return F.linear(self.norm(x), self.tok_embeddings.weight)  # tied output embedding
+
+
+def build_model(config: ModelConfig, spec: AttentionSpec) -> Transformer:
+    return Transformer(config, spec)
