@@ -34,6 +34,10 @@ def _fail(field: str, value: Any, problem: str) -> None:
     raise SpecError(f"attention.{field}={shown!r}: {problem}")
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def depth_lambda_init(layer_idx: int) -> float:
     """DIFF Transformer's λ_init(l) = 0.8 - 0.6·exp(-0.3·l), l the 0-based layer index."""
     return 0.8 - 0.6 * math.exp(-0.3 * layer_idx)
@@ -192,9 +196,9 @@ class AttentionSpec:
                 "or set head_post='grouped'",
             )
 
-        if not isinstance(self.kernel_init_value, int | float):
+        if not _is_number(self.kernel_init_value):
             _fail("kernel_init_value", self.kernel_init_value, "must be a number")
-        if not isinstance(self.dropout, int | float) or not 0.0 <= self.dropout < 1.0:
+        if not _is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
             _fail("dropout", self.dropout, "must be a number in [0, 1)")
         self._validate_layer_selection()
         self._validate_backend()
@@ -203,13 +207,19 @@ class AttentionSpec:
     def _validate_layer_selection(self) -> None:
         sel = self.kq_layers
         if isinstance(sel, tuple):
-            if not sel or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in sel):
+            if not sel:
+                _fail("kq_layers", sel, "an empty list selects no layer; use 'none', or drop kq_pre/kq_post")
+            if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in sel):
                 _fail("kq_layers", sel, "a list of layers must hold non-negative integer indices")
-            if len(set(sel)) != len(sel):
-                _fail("kq_layers", sel, "a layer index is listed twice")
+            duplicates = sorted({i for i in sel if sel.count(i) > 1})
+            if duplicates:
+                _fail("kq_layers", sel, f"layer index {duplicates[0]} is listed twice; list each layer once")
             return
         if not isinstance(sel, str):
             _fail("kq_layers", sel, f"must be {LAYER_SELECTION_FORMS}")
+        if self.has_kq_conv and (sel == "none" or (_PATTERN.match(sel) and "x" not in sel)):
+            _fail("kq_layers", sel, "selects no layer although a kq convolution is configured; select layers "
+                  "or drop kq_pre/kq_post")
         if sel in ("all", "none") or _PATTERN.match(sel):
             return
         every = _EVERY.match(sel)
@@ -247,6 +257,10 @@ class AttentionSpec:
             for name in ("kq_pre", "kq_post"):
                 if mta_fields[name]:
                     _fail(name, getattr(self, name), "talking_heads has no key-query convolution; use kind='mta'")
+            for name in ("group_norm", "gate"):
+                if mta_fields[name]:
+                    _fail(name, getattr(self, name), "Talking heads has no group norm and no gate (spec §3); "
+                          "use kind='mta' to combine head mixing with them")
             if not (self.head_pre and self.head_post == "full"):
                 _fail(
                     "kind",
@@ -279,3 +293,6 @@ class AttentionSpec:
                       f"allowed indices are 0..{n_layers - 1}")
         elif (every := _EVERY.match(self.kq_layers)) and int(every.group(2) or 0) >= n_layers:
             _fail("kq_layers", self.kq_layers, f"offset >= n_layers={n_layers}: no layer would be selected")
+        elif _PATTERN.match(self.kq_layers) and len(self.kq_layers) > n_layers:
+            _fail("kq_layers", self.kq_layers, f"the pattern is longer than n_layers={n_layers}; its tail would be "
+                  f"ignored: give at most {n_layers} characters")
