@@ -15,7 +15,7 @@ from torch import Tensor
 from mta_lab.attention.spec import PAD_KEYS
 
 
-def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
     """Half-precision inputs are computed in float32 (the spec's softmax precision, and the reference's)."""
     return torch.promote_types(dtype, torch.float32)
 
@@ -84,7 +84,7 @@ def multi_token_attention(
         raise ValueError(f"expected q, k, v of shape (B, H, T, d); got {tuple(q.shape)}, {tuple(k.shape)}, "
                          f"{tuple(v.shape)}")
     out_dtype = q.dtype
-    work = _work_dtype(q.dtype)
+    work = work_dtype(q.dtype)
     q, k, v = q.to(work), k.to(work), v.to(work)
     t = q.shape[2]
     visible = causal_mask(t, t, q.device)
@@ -112,7 +112,7 @@ def diff_attention(
     q1, k1, q2, k2: (B, H, T, d); v: (B, H, T, d_v); λ a scalar (tensor). Dropout acts on the combined weights.
     """
     out_dtype = q1.dtype
-    work = _work_dtype(q1.dtype)
+    work = work_dtype(q1.dtype)
     t = q1.shape[2]
     visible = causal_mask(t, t, q1.device)
     scale = 1.0 / math.sqrt(q1.shape[-1])

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mta_lab.attention.backends import resolve_backend
-from mta_lab.attention.functional import diff_attention
+from mta_lab.attention.functional import diff_attention, work_dtype
 from mta_lab.attention.rope import apply_rope, rope_tables
 from mta_lab.attention.spec import AttentionSpec, depth_lambda_init, key_center
 
@@ -197,9 +197,10 @@ class DiffAttention(AttentionBase):
         self.norm_weight.fill_(1.0)
 
     def lambda_full(self) -> Tensor:
-        dot1 = (self.lambda_q1.float() * self.lambda_k1.float()).sum()
-        dot2 = (self.lambda_q2.float() * self.lambda_k2.float()).sum()
-        return torch.exp(dot1) - torch.exp(dot2) + self.lambda_init
+        """λ, computed in float32 at least (float64 parameters stay float64)."""
+        q1, k1, q2, k2 = (p.to(work_dtype(p.dtype)) for p in
+                          (self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2))
+        return torch.exp((q1 * k1).sum()) - torch.exp((q2 * k2).sum()) + self.lambda_init
 
     def attend(self, q, k, v, cos, sin):
         d = self.head_dim
