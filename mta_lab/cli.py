@@ -13,10 +13,13 @@ from rich.console import Console
 from mta_lab import __version__
 from mta_lab.attention.spec import SpecError
 from mta_lab.commands import attention as attention_cmd
+from mta_lab.commands import bench as bench_cmd
 from mta_lab.commands import count as count_cmd
+from mta_lab.commands import train as train_cmd
+from mta_lab.errors import TrackingError, TrainingDiverged
 from mta_lab.model.config import ModelConfigError
 
-USER_ERRORS = (SpecError, ModelConfigError, ValueError)
+USER_ERRORS = (SpecError, ModelConfigError, ValueError, TrackingError, TrainingDiverged)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     attention_cmd.add_parser(sub)
     count_cmd.add_parser(sub)
+    train_cmd.add_parser(sub)
+    bench_cmd.add_parser(sub)
     return parser
 
 

@@ -20,6 +20,16 @@ from mta_lab.attention.spec import AttentionSpec, depth_lambda_init, key_center
 NORM_EPS = 1e-5
 
 
+@torch.no_grad()
+def assign_(param: Tensor, value: Tensor) -> None:
+    """param.copy_(value) that also works when param is a sharded DTensor (FSDP2 meta-device init)."""
+    if hasattr(param, "device_mesh") and hasattr(param, "placements"):
+        from torch.distributed.tensor import distribute_tensor
+
+        value = distribute_tensor(value.to(param.device_mesh.device_type), param.device_mesh, param.placements)
+    param.copy_(value)
+
+
 def rms_norm(x: Tensor, weight: Tensor, eps: float = NORM_EPS) -> Tensor:
     """RMSNorm over the last axis, computed in float32 (at least), returned in x's dtype."""
     xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
@@ -107,22 +117,23 @@ class MultiTokenAttention(AttentionBase):
         self.depth_scale = 1.0 - depth_lambda_init(layer_idx) if spec.group_norm == "rms_depth" else 1.0
         gate_out = {"none": 0, "scalar": 1, "full": d}[spec.gate]
         self.gate = nn.Linear(d, gate_out, bias=True) if gate_out else None
-        self.reset_mta_parameters()
+        self.reset_parameters()
 
     @property
     def mixes_scores(self) -> bool:
         return any(p is not None for p in (self.kq_pre, self.kq_post, self.head_pre, self.head_post))
 
     @torch.no_grad()
-    def reset_mta_parameters(self) -> None:
+    def reset_parameters(self) -> None:
+        """Initialise the MTA parameters (kernels, mixing, norm, gate); the projections are the model's job."""
         for kernel in (self.kq_pre, self.kq_post):
             if kernel is not None:
                 init_kernel_(kernel, self.spec)
         if self.head_pre is not None:
-            self.head_pre.copy_(torch.eye(self.n_heads))
+            assign_(self.head_pre, torch.eye(self.n_heads))
         if self.head_post is not None:
             groups, c_h, _ = self.head_post.shape
-            self.head_post.copy_(torch.eye(c_h).expand(groups, c_h, c_h))
+            assign_(self.head_post, torch.eye(c_h).expand(groups, c_h, c_h))
         if self.norm_weight is not None:
             self.norm_weight.fill_(1.0)
         if self.gate is not None:
@@ -148,22 +159,23 @@ class MultiTokenAttention(AttentionBase):
 @torch.no_grad()
 def init_kernel_(kernel: Tensor, spec: AttentionSpec) -> None:
     """Initialise a (H, c_q, c_k) kq kernel in place as `spec.kernel_init` says."""
-    _, c_q, c_k = kernel.shape
+    n_heads, c_q, c_k = kernel.shape
     center = key_center(c_k, spec.pad_key)
     kind = spec.kernel_init
     if kind == "uniform":
         kernel.uniform_(-1.0, 1.0)
         return
-    kernel.fill_(spec.kernel_init_value if kind == "const" else 0.0)
+    value = torch.full((n_heads, c_q, c_k), spec.kernel_init_value if kind == "const" else 0.0)
     if kind == "identity":
-        kernel[:, c_q - 1, center] = 1.0
+        value[:, c_q - 1, center] = 1.0
     elif kind == "diagonal":
         # Ones where a query row a and key column b are shifted alike: b - center == a - (c_q - 1)
         # (for pad_key="both": b - a = (c_k + 1)//2 - c_q, the release's sequence-matching init).
         for a in range(c_q):
             b = center - (c_q - 1) + a
             if 0 <= b < c_k:
-                kernel[:, a, b] = 1.0
+                value[:, a, b] = 1.0
+    assign_(kernel, value)
 
 
 class DiffAttention(AttentionBase):
@@ -184,14 +196,14 @@ class DiffAttention(AttentionBase):
         self.lambda_q2 = nn.Parameter(torch.empty(d))
         self.lambda_k2 = nn.Parameter(torch.empty(d))
         self.norm_weight = nn.Parameter(torch.empty(2 * d))
-        self.reset_diff_parameters()
+        self.reset_parameters()
 
     @property
     def op_heads(self) -> int:
         return self.n_heads // 2
 
     @torch.no_grad()
-    def reset_diff_parameters(self) -> None:
+    def reset_parameters(self) -> None:
         for p in (self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2):
             nn.init.normal_(p, mean=0.0, std=0.1)
         self.norm_weight.fill_(1.0)

@@ -25,6 +25,10 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        self.weight.fill_(1.0)
+
     def forward(self, x: Tensor) -> Tensor:
         xf = x.float()
         return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
@@ -79,6 +83,10 @@ class Transformer(nn.Module):
                 nn.init.normal_(linear.weight, std=std)
             for linear in (block.attn.wo, block.mlp.w2):
                 nn.init.normal_(linear.weight, std=out_std)
+            for module in (block.attn_norm, block.mlp_norm, block.attn):
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+        self.norm.reset_parameters()
 
     @property
     def rope_dim(self) -> int:

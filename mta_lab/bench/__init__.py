@@ -1,0 +1,1 @@
+"""Benchmarks (`mta-lab bench ...`): measured, written under reports/bench/, never asserted in tests."""

@@ -1,0 +1,109 @@
+"""MLflow runs for training: create or resume, tag, log params/artifacts, close with a status.
+
+Always an explicit tracking URI (design.md): sqlite:///<run root>/mlflow.db locally, a server URL on a cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from mta_lab.errors import TrackingError
+
+MAX_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before any training, when a tracking server does not answer."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        try:
+            with socket.create_connection((parsed.hostname, port), timeout=timeout):
+                pass
+        except OSError as err:
+            raise TrackingError(
+                f"tracking.uri={uri}: no MLflow server answers at {parsed.hostname}:{port} ({err}); start one "
+                f"(`mlflow server --backend-store-uri sqlite:///mlflow.db --port {port}`) or drop tracking.uri "
+                "to log to a local sqlite file"
+            ) from None
+    elif parsed.scheme == "sqlite":
+        directory = os.path.dirname(uri.removeprefix("sqlite:///")) or "."
+        os.makedirs(directory, exist_ok=True)
+
+
+def git_sha() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class RunHandle:
+    """One MLflow run, created or resumed; writes are batched, steps at or below `resume_floor` are dropped."""
+
+    def __init__(self, uri: str, experiment: str, *, run_id: str | None = None, run_name: str | None = None,
+                 tags: Mapping[str, str] | None = None, parent_run_id: str | None = None) -> None:
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        if run_id is not None:
+            run = self.client.get_run(run_id)
+            self.run_id = run.info.run_id
+            self.client.update_run(self.run_id, status="RUNNING")
+            self.resume_floor = self._last_logged_step()
+        else:
+            exp = self.client.get_experiment_by_name(experiment)
+            experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+            all_tags = dict(tags or {})
+            if parent_run_id:
+                all_tags["mlflow.parentRunId"] = parent_run_id
+            run = self.client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+            self.run_id = run.info.run_id
+            self.resume_floor = -1
+        self.experiment_id = run.info.experiment_id
+        self._pending: list[Metric] = []
+
+    def _last_logged_step(self) -> int:
+        run = self.client.get_run(self.run_id)
+        last = -1
+        for key in run.data.metrics:
+            for metric in self.client.get_metric_history(self.run_id, key):
+                last = max(last, metric.step)
+        return last
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int, timestamp_ms: int) -> None:
+        if step <= self.resume_floor:  # already logged before the interruption
+            return
+        # Written at once, so a killed run loses nothing it logged (a resume relies on it).
+        self._pending.extend(Metric(k, float(v), timestamp_ms, step) for k, v in metrics.items())
+        self.flush()
+
+    def flush(self) -> None:
+        while self._pending:
+            chunk, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            self.client.log_batch(self.run_id, metrics=chunk)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 90):
+            self.client.log_batch(self.run_id, params=items[i:i + 90])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, path, artifact_path)
+
+    def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
+        self.flush()
+        if reason:
+            self.client.set_tag(self.run_id, "mta.failure_reason", reason[:5000])
+        self.client.set_terminated(self.run_id, status=status)

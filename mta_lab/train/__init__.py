@@ -1,0 +1,1 @@
+"""Training: typed run configs, the LightningModule, data plumbing, callbacks and the entry point."""

@@ -1,0 +1,240 @@
+"""Typed configs of a training run. Hydra composes YAML; `RunConfig.from_dict` turns it into these.
+
+Each section is a frozen dataclass validated at construction; an unknown key or a bad value raises
+ConfigError naming `<section>.<field>`, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from mta_lab.attention.spec import AttentionSpec
+from mta_lab.model.config import ModelConfig
+
+
+class ConfigError(ValueError):
+    """A bad run config: the message names the field, the value and the fix."""
+
+
+def _fail(section: str, name: str, value: Any, problem: str) -> None:
+    raise ConfigError(f"{section}.{name}={value!r}: {problem}")
+
+
+def _from_dict(cls, section: str, data: Mapping[str, Any] | None):
+    data = dict(data or {})
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{section}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+    for key, value in data.items():  # YAML lists -> tuples for tuple-typed fields
+        if isinstance(value, list):
+            data[key] = tuple(value)
+    return cls(**data)
+
+
+def _positive(section: str, obj: Any, *names: str, allow_none: bool = False) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value is None and allow_none:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            _fail(section, name, value, "must be a positive number" + (" or null" if allow_none else ""))
+
+
+def _one_of(section: str, obj: Any, name: str, allowed: tuple) -> None:
+    value = getattr(obj, name)
+    if value not in allowed:
+        _fail(section, name, value, f"must be one of {', '.join(map(str, allowed))}")
+
+
+SCHEDULES = ("linear", "cosine", "constant")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with decay / no-decay groups and a warmup + decay schedule (spec §4's recipe by default)."""
+
+    lr: float = 1.5e-4
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-8
+    weight_decay: float = 0.05
+    schedule: str = "linear"  # linear warmup then linear decay | cosine | constant (after warmup)
+    warmup_steps: int = 375
+    min_lr_ratio: float = 0.0  # final lr as a fraction of lr (linear / cosine)
+    grad_clip: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        s = "optim"
+        _positive(s, self, "lr", "eps")
+        _positive(s, self, "grad_clip", allow_none=True)
+        _one_of(s, self, "schedule", SCHEDULES)
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            _fail(s, "betas", list(self.betas), "must be two numbers in [0, 1)")
+        if self.weight_decay < 0:
+            _fail(s, "weight_decay", self.weight_decay, "must be >= 0")
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            _fail(s, "warmup_steps", self.warmup_steps, "must be an integer >= 0")
+        if not 0 <= self.min_lr_ratio <= 1:
+            _fail(s, "min_lr_ratio", self.min_lr_ratio, "must be in [0, 1]")
+
+
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "64-true")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How long and how: batch, context, budget (exactly one of max_steps / token_budget / flop_budget)."""
+
+    seed: int = 0
+    batch_size: int = 16  # per device
+    seq_len: int = 128  # text context; the toy task sets its own
+    max_steps: int | None = None
+    token_budget: int | None = None
+    flop_budget: float | None = None
+    val_every: int = 100
+    val_batches: int | None = None  # cap per domain; null = the whole validation split
+    val_batch_size: int | None = None  # null = batch_size
+    ckpt_every: int = 100
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    precision: str = "auto"  # auto: bf16-mixed on GPU, 32-true on CPU
+    compile: bool = False
+    activation_checkpointing: bool = False
+    peak_flops: float | None = None  # per device, FLOP/s, for MFU; null = looked up from the GPU name
+
+    def __post_init__(self) -> None:
+        s = "train"
+        _positive(s, self, "batch_size", "seq_len", "val_every", "ckpt_every", "log_every", "keep_checkpoints")
+        _positive(s, self, "max_steps", "token_budget", "flop_budget", "val_batches", "val_batch_size",
+                  "peak_flops", allow_none=True)
+        _one_of(s, self, "precision", PRECISIONS)
+        budgets = [n for n in ("max_steps", "token_budget", "flop_budget") if getattr(self, n) is not None]
+        if len(budgets) != 1:
+            raise ConfigError(
+                f"train: set exactly one of max_steps, token_budget, flop_budget (got {', '.join(budgets) or 'none'}); "
+                "e.g. train.max_steps=1000 or train.token_budget=1e9 (override the others with null)"
+            )
+
+    def total_steps(self, tokens_per_step: int, train_flops_per_token: int) -> int:
+        """Optimizer steps the budget buys."""
+        if self.max_steps is not None:
+            return int(self.max_steps)
+        if self.token_budget is not None:
+            return max(1, math.ceil(self.token_budget / tokens_per_step))
+        return max(1, math.ceil(self.flop_budget / (train_flops_per_token * tokens_per_step)))
+
+
+ACCELERATORS = ("auto", "cpu", "gpu")
+STRATEGIES = ("auto", "single", "ddp", "fsdp")
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Where: accelerator, devices per node, nodes and the parallel strategy."""
+
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto: single device, or DDP when devices * num_nodes > 1
+
+    def __post_init__(self) -> None:
+        s = "trainer"
+        _one_of(s, self, "accelerator", ACCELERATORS)
+        _one_of(s, self, "strategy", STRATEGIES)
+        _positive(s, self, "devices", "num_nodes")
+        if self.strategy == "single" and self.devices * self.num_nodes > 1:
+            _fail(s, "strategy", self.strategy, f"runs on one device but devices={self.devices} x "
+                  f"num_nodes={self.num_nodes}; use ddp or fsdp")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow. uri null -> sqlite:///<root>/mlflow.db (never the deprecated file store)."""
+
+    uri: str | None = None
+    experiment: str = "mta-lab"
+    run_name: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.uri is not None and not self.uri.startswith(("sqlite:///", "http://", "https://", "postgresql",
+                                                             "mysql", "databricks")):
+            _fail("tracking", "uri", self.uri, "must be a database URI (sqlite:///path/mlflow.db, postgresql://...) "
+                  "or a tracking server URL (http://host:5000); the ./mlruns file store is not supported")
+
+
+RESUME = ("never", "auto")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one training run needs. `name` and `root` place it: run dir = <root>/<name>."""
+
+    model: ModelConfig
+    attention: AttentionSpec
+    data: Any  # mta_lab.data.DataConfig
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=100))
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    name: str = "default"
+    root: str = "runs"
+    resume: str = "never"  # never | auto | a checkpoint path
+    model_name: str = "custom"  # the presets chosen (for MLflow tags)
+    attention_name: str = "custom"
+    data_name: str = "custom"
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            _fail("run", "name", self.name, "must be a non-empty name without '/'")
+
+    @property
+    def run_dir(self) -> str:
+        return f"{self.root}/{self.name}"
+
+    @property
+    def tracking_uri(self) -> str:
+        import os
+
+        return self.tracking.uri or f"sqlite:///{os.path.abspath(self.root)}/mlflow.db"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        from mta_lab.data import DataConfig
+
+        data = dict(data)
+        sections = {
+            "model": lambda d: ModelConfig.from_dict(d or {}),
+            "attention": lambda d: AttentionSpec.from_dict(d or {}),
+            "data": lambda d: DataConfig.from_dict(d or {}),
+            "optim": lambda d: _from_dict(OptimConfig, "optim", d),
+            "train": lambda d: _from_dict(TrainConfig, "train", d),
+            "trainer": lambda d: _from_dict(TrainerConfig, "trainer", d),
+            "tracking": lambda d: _from_dict(TrackingConfig, "tracking", d),
+        }
+        known = set(sections) | {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown top-level key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+        built = {key: make(data.get(key)) for key, make in sections.items()}
+        rest = {k: v for k, v in data.items() if k not in sections}
+        return cls(**built, **rest)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key in ("model", "attention", "data"):
+            out[key] = out[key].to_dict() if hasattr(out[key], "to_dict") else asdict(out[key])
+        for key in ("optim", "train", "trainer", "tracking"):
+            out[key] = _plain(asdict(out[key]))
+        return out
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, tuple):
+        return [_plain(x) for x in obj]
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    return obj

@@ -1,0 +1,204 @@
+"""Train one run from a RunConfig: data, model, Lightning trainer, MLflow run, checkpoints, final export.
+
+Rank 0 owns the MLflow run (created, or resumed from <run dir>/mlflow_run_id). A failure (NaN loss, an
+exception, Ctrl-C) marks the run FAILED/KILLED with the reason; success logs `final/*` and FINISHED.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from mta_lab.model.accounting import count_parameters, flops_per_token
+from mta_lab.train.checkpoints import checkpoint_dir, latest_checkpoint
+from mta_lab.train.config import ConfigError, RunConfig
+
+
+@dataclass
+class TrainResult:
+    run_id: str | None
+    run_dir: str
+    tracking_uri: str
+    experiment: str
+    steps: int
+    metrics: dict[str, float]
+    params: int
+    resumed_from: str | None
+
+
+def config_hash(run: RunConfig) -> str:
+    """Hash of what determines the result (not where it is written or tracked)."""
+    d = run.to_dict()
+    for key in ("name", "root", "resume", "tracking"):
+        d.pop(key, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def curated_params(run: RunConfig, n_params: int, flops: int, total_steps: int, tokens_per_step: int) -> dict:
+    m, a, o, t = run.model, run.attention, run.optim, run.train
+    return {
+        "model": run.model_name, "attention": run.attention_name, "data": run.data_name,
+        "model.dim": m.dim, "model.n_layers": m.n_layers, "model.n_heads": m.n_heads, "model.ffn_hidden": m.hidden,
+        "model.vocab_size": m.vocab_size, "model.params": n_params,
+        **{f"attention.{k}": v for k, v in a.to_dict().items()},
+        "optim.lr": o.lr, "optim.weight_decay": o.weight_decay, "optim.schedule": o.schedule,
+        "optim.warmup_steps": o.warmup_steps, "optim.grad_clip": o.grad_clip,
+        "train.seed": t.seed, "train.batch_size": t.batch_size, "train.seq_len": t.seq_len,
+        "train.total_steps": total_steps, "train.tokens_per_step": tokens_per_step, "train.precision": t.precision,
+        "trainer.strategy": run.trainer.strategy, "trainer.devices": run.trainer.devices,
+        "trainer.num_nodes": run.trainer.num_nodes, "flops_per_token": flops,
+    }
+
+
+def _resolve_resume(run: RunConfig) -> Path | None:
+    if run.resume == "never":
+        return None
+    if run.resume == "auto":
+        return latest_checkpoint(run.run_dir)
+    path = Path(run.resume)
+    if not path.exists():
+        raise ConfigError(f"resume={run.resume!r}: no such checkpoint; use resume=auto or a path from "
+                          f"{checkpoint_dir(run.run_dir)}")
+    return path
+
+
+def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None = None) -> TrainResult:
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from mta_lab.data import build_data
+    from mta_lab.tracking.lightning_logger import MLflowRunLogger
+    from mta_lab.tracking.mlflow_run import RunHandle, check_reachable, git_sha
+    from mta_lab.train.callbacks import Throughput, detect_peak_flops
+    from mta_lab.train.datamodule import LMDataModule
+    from mta_lab.train.module import LanguageModelTask
+    from mta_lab.train.strategies import build_strategy, resolve_accelerator
+
+    rank = rank_zero_only.rank
+    run_dir = Path(run.run_dir)
+    accelerator = resolve_accelerator(run.trainer)
+    world = run.trainer.devices * run.trainer.num_nodes
+
+    # ---------------------------------------------------------------- data and budget (fail before any work)
+    bundle = build_data(run.data, seq_len=run.train.seq_len)
+    if bundle.tokenizer.vocab_size > run.model.vocab_size:
+        raise ConfigError(f"model.vocab_size={run.model.vocab_size} is smaller than the tokenizer's vocabulary "
+                          f"({bundle.tokenizer.vocab_size}); set model.vocab_size>={bundle.tokenizer.vocab_size}")
+    if bundle.seq_len > run.model.max_seq_len:
+        raise ConfigError(f"model.max_seq_len={run.model.max_seq_len} is shorter than the data's sequence length "
+                          f"{bundle.seq_len}; raise model.max_seq_len or lower train.seq_len")
+    tokens_per_step = run.train.batch_size * bundle.seq_len * world
+    flops = flops_per_token(run.model, run.attention, bundle.seq_len)
+    total_steps = run.train.total_steps(tokens_per_step, flops.train)
+    n_params = count_parameters(run.model, run.attention).total
+    resume_from = _resolve_resume(run)
+
+    # ---------------------------------------------------------------- tracking (rank 0)
+    uri = run.tracking_uri
+    handle = None
+    if rank == 0:
+        check_reachable(uri)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        id_file = run_dir / "mlflow_run_id"
+        previous = id_file.read_text().strip() if id_file.exists() else None
+        if previous and resume_from is None:
+            RunHandle(uri, run.tracking.experiment, run_id=previous).finish(
+                "KILLED", "superseded: restarted from scratch (no checkpoint to resume)")
+            previous = None
+        tags = {
+            "mta.variant": run.attention_name, "mta.size": run.model_name, "mta.seed": run.train.seed,
+            "mta.config_hash": config_hash(run), "mta.git_sha": git_sha(), "mta.data_fingerprint": bundle.fingerprint,
+            "mta.run_dir": str(run_dir.resolve()), **run.tracking.tags,
+        }
+        handle = RunHandle(uri, run.tracking.experiment, run_id=previous, run_name=run.tracking.run_name or run.name,
+                           tags={k: str(v) for k, v in tags.items()},
+                           parent_run_id=os.environ.get("MTA_PARENT_RUN_ID"))
+        id_file.write_text(handle.run_id)
+        if previous is None:
+            config_path = run_dir / "config.yaml"
+            config_path.write_text(yaml.safe_dump(run.to_dict(), sort_keys=False))
+            handle.log_artifact(str(config_path))
+            handle.log_params(curated_params(run, n_params, flops.train, total_steps, tokens_per_step))
+
+    # ---------------------------------------------------------------- Lightning
+    L.seed_everything(run.train.seed, workers=True, verbose=False)
+    datamodule = LMDataModule(bundle, batch_size=run.train.batch_size,
+                              val_batch_size=run.train.val_batch_size or run.train.batch_size,
+                              seed=run.train.seed, total_steps=total_steps, val_batches=run.train.val_batches)
+    task = LanguageModelTask(
+        run.model, run.attention, run.optim, total_steps=total_steps, tokens_per_step=tokens_per_step,
+        train_flops_per_token=flops.train, val_domains=datamodule.val_domains, toy_eval=run.data.kind == "toy",
+        compile_model=run.train.compile, activation_checkpointing=run.train.activation_checkpointing,
+        export_path=str(run_dir / "final" / "model.pt"), export_extra={"data": run.data.to_dict()},
+    )
+    precision = run.train.precision
+    if precision == "auto":
+        precision = "bf16-mixed" if accelerator == "gpu" else "32-true"
+    throughput = Throughput(tokens_per_step=tokens_per_step, train_flops_per_token=flops.train,
+                            peak_flops=run.train.peak_flops or detect_peak_flops(), world_size=world,
+                            every=run.train.log_every)
+    checkpoints = ModelCheckpoint(dirpath=checkpoint_dir(run_dir), filename="{step:06d}",
+                                  every_n_train_steps=run.train.ckpt_every, save_top_k=run.train.keep_checkpoints,
+                                  monitor="step", mode="max", save_last=False, auto_insert_metric_name=True)
+    bar = (RichProgressBar() if _rich_ok() else TQDMProgressBar()) if progress else None
+    trainer = L.Trainer(
+        accelerator=accelerator, devices=run.trainer.devices, num_nodes=run.trainer.num_nodes,
+        strategy=build_strategy(run.trainer, accelerator), precision=precision, max_steps=total_steps,
+        val_check_interval=run.train.val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+        log_every_n_steps=run.train.log_every, logger=MLflowRunLogger(handle), enable_progress_bar=progress,
+        callbacks=[throughput, checkpoints, *([bar] if bar else []), *(extra_callbacks or [])],
+        use_distributed_sampler=False, enable_model_summary=False, default_root_dir=str(run_dir),
+        deterministic=accelerator == "cpu", benchmark=False,
+    )
+
+    started = time.time()
+    try:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+        if trainer.interrupted:
+            raise KeyboardInterrupt
+    except BaseException as err:
+        if handle is not None:
+            status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+            handle.finish(status, f"{type(err).__name__}: {err}")
+        raise
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    final = {
+        "final/train_loss": metrics.get("train/loss"), "final/val_loss": metrics.get("val/loss"),
+        "final/val_ppl": metrics.get("val/ppl"), "final/val_error_rate": metrics.get("val/error_rate"),
+        "final/tokens_per_s": throughput.last_tokens_per_s, "final/mfu": throughput.last_mfu,
+        "final/steps": float(trainer.global_step), "final/params": float(n_params),
+        "final/flops_per_token": float(flops.train), "final/wall_s": time.time() - started,
+    }
+    final = {k: v for k, v in final.items() if v is not None}
+    if handle is not None:
+        handle.resume_floor = -1  # final/* are new keys, logged once at the last step
+        handle.log_metrics(final, trainer.global_step, int(time.time() * 1000))
+        handle.finish("FINISHED")
+    return TrainResult(run_id=handle.run_id if handle else None, run_dir=str(run_dir), tracking_uri=uri,
+                       experiment=run.tracking.experiment, steps=trainer.global_step, metrics=final,
+                       params=n_params, resumed_from=str(resume_from) if resume_from else None)
+
+
+def _rich_ok() -> bool:
+    return os.environ.get("TERM", "") != "dumb"
+
+
+def load_exported(path: str | Path, map_location: str = "cpu"):
+    """(model, payload) from a `final/model.pt` export: a plain nn.Module in eval mode, no Lightning needed."""
+    from mta_lab.attention.spec import AttentionSpec
+    from mta_lab.model.config import ModelConfig
+    from mta_lab.model.transformer import build_model
+
+    payload = torch.load(path, map_location=map_location, weights_only=False)
+    model = build_model(ModelConfig.from_dict(payload["model"]), AttentionSpec.from_dict(payload["attention"]))
+    model.load_state_dict(payload["state_dict"])
+    return model.eval(), payload
