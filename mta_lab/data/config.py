@@ -25,9 +25,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from mta_lab.data.toy import ToyTask
-
 from mta_lab.data.errors import DataConfigError, fail
+from mta_lab.data.toy import ToyTask
 
 KINDS = ("text", "toy")
 CORPORA = ("shakespeare", "files", "slimpajama")

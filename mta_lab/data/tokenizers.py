@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from mta_lab.data.errors import DataConfigError, fail
+from mta_lab.data.fingerprint import stable_hash
 
 TOY_ALPHABET = "abcdefghijklmnopqrstuvwxyz.#"
 
@@ -52,20 +53,12 @@ class Tokenizer(Protocol):
     def decode(self, ids: Sequence[int]) -> str: ...
 
 
-def _hash(*parts: bytes | str) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(part.encode() if isinstance(part, str) else part)
-        h.update(b"\0")
-    return h.hexdigest()[:16]
-
-
 class ByteTokenizer:
     """UTF-8 bytes; any text round-trips."""
 
     vocab_size = 259
     bos_id, eos_id, pad_id = 256, 257, 258
-    fingerprint = _hash("byte", "v1")
+    fingerprint = stable_hash("byte", "v1")
 
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))
@@ -88,7 +81,7 @@ class CharTokenizer:
         n = len(alphabet)
         self.bos_id, self.eos_id, self.pad_id = n, n + 1, n + 2
         self.vocab_size = n + 3
-        self.fingerprint = _hash("char", alphabet)
+        self.fingerprint = stable_hash("char", alphabet)
 
     def encode(self, text: str) -> list[int]:
         try:
@@ -125,7 +118,7 @@ class HFTokenizer:
         self.eos_id = eos
         self.bos_id = self._find(HF_BOS_NAMES, default=eos)
         self.pad_id = self._find(HF_PAD_NAMES, default=eos)
-        self.fingerprint = _hash("hf", content)
+        self.fingerprint = stable_hash("hf", content)
 
     def _find(self, names: Sequence[str], default: int | None = None) -> int | None:
         for name in names:
@@ -168,7 +161,7 @@ class TiktokenTokenizer:
         self._n_ranks = n
         self.eos_id, self.bos_id, self.pad_id = n, n + 1, n + 2
         self.vocab_size = n + 3
-        self.fingerprint = _hash("tiktoken", CL100K_PAT, content)
+        self.fingerprint = stable_hash("tiktoken", CL100K_PAT, content)
 
     def encode(self, text: str) -> list[int]:
         return self._enc.encode_ordinary(text)

@@ -349,7 +349,7 @@ def test_gate_and_norm_initialisation():
     with torch.no_grad():
         scalar.gate.bias.fill_(float("nan"))
         scalar.norm_weight.fill_(float("nan"))
-    scalar.reset_mta_parameters()
+    scalar.reset_parameters()
     assert torch.equal(scalar.gate.bias.detach(), torch.zeros(1))
     assert torch.equal(scalar.norm_weight.detach(), torch.ones(d))
 
