@@ -6,6 +6,7 @@ meta device and shard it per transformer block before materialising).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict
 
@@ -63,12 +64,15 @@ class LanguageModelTask(L.LightningModule):
             return
         from mta_lab.train.strategies import prepare_model
 
-        model = build_model(self.model_config, self.attention)
-        # Built on the meta device (FSDP): Lightning materialises it after sharding; we initialise it then.
-        self._materialise_pending = any(p.is_meta for p in model.parameters())
+        mesh = self.device_mesh
+        # Under FSDP the model is built on the meta device (no memory), sharded per block, then materialised by
+        # Lightning shard by shard; `on_fit_start` initialises it (DTensor-aware init).
+        with torch.device("meta") if mesh is not None else contextlib.nullcontext():
+            model = build_model(self.model_config, self.attention)
+        self._materialise_pending = mesh is not None
         self.model = prepare_model(
             model,
-            device_mesh=getattr(self, "device_mesh", None),
+            device_mesh=mesh,
             activation_checkpointing=self.activation_checkpointing,
             compile_model=self.compile_model,
         )
@@ -101,7 +105,7 @@ class LanguageModelTask(L.LightningModule):
         """The unsharded model weights on CPU (a collective under FSDP: every rank must call it)."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        if getattr(self, "device_mesh", None) is not None:
+        if self.device_mesh is not None:
             options = StateDictOptions(full_state_dict=True, cpu_offload=True)
             return get_model_state_dict(self.model, options=options)
         return {k.replace("_checkpoint_wrapped_module.", "").replace("_orig_mod.", ""): v.detach().cpu()
@@ -167,13 +171,14 @@ class LanguageModelTask(L.LightningModule):
             losses.append(loss)
             ppls.append(math.exp(min(loss, 50.0)))
             if len(self._val) > 1:
-                self.log(f"val/{domain}/loss", loss, sync_dist=False, rank_zero_only=True)
-                self.log(f"val/{domain}/ppl", ppls[-1], sync_dist=False, rank_zero_only=True)
+                self.log(f"val/{domain}/loss", loss, sync_dist=True)
+                self.log(f"val/{domain}/ppl", ppls[-1], sync_dist=True)
             if self.toy_eval and acc[3] > 0:
-                self.log("val/error_rate", (acc[2] / acc[3]).item(), rank_zero_only=True)
+                self.log("val/error_rate", (acc[2] / acc[3]).item(), sync_dist=True)
+        # Values are already reduced over ranks (identical everywhere); sync_dist only keeps Lightning content.
         if losses:  # the paper's "Avg": the mean of the domain perplexities
-            self.log("val/loss", sum(losses) / len(losses), prog_bar=True, rank_zero_only=True)
-            self.log("val/ppl", sum(ppls) / len(ppls), rank_zero_only=True)
+            self.log("val/loss", sum(losses) / len(losses), prog_bar=True, sync_dist=True)
+            self.log("val/ppl", sum(ppls) / len(ppls), sync_dist=True)
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
