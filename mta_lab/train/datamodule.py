@@ -7,6 +7,7 @@ the restored global step) sees exactly the batches an uninterrupted run would.
 from __future__ import annotations
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 
@@ -55,6 +56,17 @@ class LMDataModule(L.LightningDataModule):
         return DataLoader(dataset, batch_size=None, num_workers=0)
 
     def val_dataloader(self) -> list[DataLoader]:
-        # Each rank evaluates its own share of the fixed batches; the module sums over ranks.
+        # Each rank evaluates its own share of the fixed batches; the module sums over ranks. Every rank must run
+        # the same number of forwards (FSDP's forward is a collective), so short shares are padded with a batch
+        # whose loss mask is empty: it adds nothing to the sums.
         rank, world = self.trainer.global_rank, self.trainer.world_size
-        return [DataLoader(BatchList(batches[rank::world]), batch_size=None) for batches in self.val.values()]
+        loaders = []
+        for batches in self.val.values():
+            share = batches[rank::world]
+            share += [_masked_out(batches[0])] * (-(-len(batches) // world) - len(share))
+            loaders.append(DataLoader(BatchList(share), batch_size=None))
+        return loaders
+
+
+def _masked_out(batch: dict) -> dict:
+    return {**batch, "loss_mask": torch.zeros_like(batch["loss_mask"])}

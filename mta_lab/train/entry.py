@@ -73,6 +73,7 @@ def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
     from lightning.pytorch.utilities import rank_zero_only
+    from mlflow.tracking import MlflowClient
 
     from mta_lab.data import build_data
     from mta_lab.tracking.lightning_logger import MLflowRunLogger
@@ -109,9 +110,10 @@ def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None
         run_dir.mkdir(parents=True, exist_ok=True)
         id_file = run_dir / "mlflow_run_id"
         previous = id_file.read_text().strip() if id_file.exists() else None
-        if previous and resume_from is None:
-            RunHandle(uri, run.tracking.experiment, run_id=previous).finish(
-                "KILLED", "superseded: restarted from scratch (no checkpoint to resume)")
+        if previous and resume_from is None:  # a fresh start: close the old run if it died while running
+            old = MlflowClient(uri).get_run(previous)
+            if old.info.status == "RUNNING":
+                MlflowClient(uri).set_terminated(previous, status="KILLED")
             previous = None
         tags = {
             "mta.variant": run.attention_name, "mta.size": run.model_name, "mta.seed": run.train.seed,

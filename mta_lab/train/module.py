@@ -134,8 +134,8 @@ class LanguageModelTask(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        fused = self.device.type == "cuda"
-        optimizer = build_optimizer(self.model, self.optim_config, fused=fused)
+        # Not fused: Lightning's mixed-precision plugin clips gradients itself, which fused AdamW forbids.
+        optimizer = build_optimizer(self.model, self.optim_config)
         scheduler = build_scheduler(optimizer, self.total_steps, self.optim_config)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
