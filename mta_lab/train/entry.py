@@ -71,7 +71,7 @@ def _resolve_resume(run: RunConfig) -> Path | None:
 
 def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None = None) -> TrainResult:
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
+    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.utilities import rank_zero_only
     from mlflow.tracking import MlflowClient
 
@@ -83,6 +83,7 @@ def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None
     from mta_lab.train.module import LanguageModelTask
     from mta_lab.train.strategies import build_strategy, resolve_accelerator
 
+    _quiet_third_party()
     rank = rank_zero_only.rank
     run_dir = Path(run.run_dir)
     accelerator = resolve_accelerator(run.trainer)
@@ -150,7 +151,7 @@ def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None
     checkpoints = ModelCheckpoint(dirpath=checkpoint_dir(run_dir), filename="{step:06d}",
                                   every_n_train_steps=run.train.ckpt_every, save_top_k=run.train.keep_checkpoints,
                                   monitor="step", mode="max", save_last=False, auto_insert_metric_name=True)
-    bar = (RichProgressBar() if _rich_ok() else TQDMProgressBar()) if progress else None
+    bar = _progress_bar() if progress else None
     trainer = L.Trainer(
         accelerator=accelerator, devices=run.trainer.devices, num_nodes=run.trainer.num_nodes,
         strategy=build_strategy(run.trainer, accelerator), precision=precision, max_steps=total_steps,
@@ -192,6 +193,30 @@ def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None
 
 def _rich_ok() -> bool:
     return os.environ.get("TERM", "") != "dumb"
+
+
+def _quiet_third_party() -> None:
+    """Drop library noise that says nothing about the run (tips, deprecations inside Lightning)."""
+    import logging
+    import warnings
+
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    for message in (r".*isinstance\(treespec, LeafSpec\).*", r".*IterableDataset. has .__len__. defined.*",
+                    r".*smaller than the logging interval.*", r".*does not have many workers.*"):
+        warnings.filterwarnings("ignore", message=message)
+
+
+def _progress_bar():
+    from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+
+    class StepProgressBar(RichProgressBar):
+        """Lightning's rich bar, labelled by steps (runs are step-based, not epoch-based)."""
+
+        def _get_train_description(self, current_epoch: int) -> str:
+            return "train"
+
+    return StepProgressBar() if _rich_ok() else TQDMProgressBar()
 
 
 def load_exported(path: str | Path, map_location: str = "cpu"):

@@ -92,7 +92,7 @@ class LanguageModelTask(L.LightningModule):
         trainer = self.trainer
         final_ckpt = checkpoint_dir(trainer.default_root_dir) / f"step={trainer.global_step:06d}.ckpt"
         if not final_ckpt.exists():
-            trainer.save_checkpoint(final_ckpt)
+            trainer.save_checkpoint(final_ckpt, weights_only=False)
         if self.export_path is None:
             return
         state = self.full_state_dict()
