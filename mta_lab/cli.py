@@ -15,6 +15,7 @@ from mta_lab.attention.spec import SpecError
 from mta_lab.commands import attention as attention_cmd
 from mta_lab.commands import bench as bench_cmd
 from mta_lab.commands import count as count_cmd
+from mta_lab.commands import eval as eval_cmd
 from mta_lab.commands import train as train_cmd
 from mta_lab.errors import TrackingError, TrainingDiverged
 from mta_lab.model.config import ModelConfigError
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     count_cmd.add_parser(sub)
     train_cmd.add_parser(sub)
     bench_cmd.add_parser(sub)
+    eval_cmd.add_parser(sub)
     return parser
 
 

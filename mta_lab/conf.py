@@ -7,6 +7,7 @@ grammar: `model=880m attention=mta train.max_steps=500 +experiment=...`.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +49,13 @@ def compose_dict(overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     return data
 
 
-def load_run_config(overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+def load_run_config(overrides: list[str] | tuple[str, ...] = (), *, stamp: str | None = None) -> RunConfig:
+    """The validated RunConfig. A run without a name (no `name=`, no experiment) is named
+    `<model>-<attention>-<stamp>`, the stamp defaulting to the current date and time."""
     data = compose_dict(overrides)
     choices = data.pop("_choices")
+    if data.get("name") is None:
+        data["name"] = f"{choices.get('model')}-{choices.get('attention')}-{stamp or time.strftime('%Y%m%d-%H%M%S')}"
     data.setdefault("model_name", choices.get("model", "custom"))
     data.setdefault("attention_name", choices.get("attention", "custom"))
     data.setdefault("data_name", choices.get("data", "custom"))

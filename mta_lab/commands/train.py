@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import time
 
 from rich.console import Console
 from rich.table import Table
@@ -27,7 +29,9 @@ def run(args: argparse.Namespace) -> int:
 
     from mta_lab.conf import load_run_config
 
-    config = load_run_config(args.overrides)
+    # One time stamp for the whole run's default name: DDP/FSDP ranks re-run this command and inherit it.
+    stamp = os.environ.setdefault("MTA_LAB_RUN_STAMP", time.strftime("%Y%m%d-%H%M%S"))
+    config = load_run_config(args.overrides, stamp=stamp)
     console = Console()
     if args.print_config:
         console.print(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import urllib.parse
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
@@ -39,6 +40,13 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         os.makedirs(directory, exist_ok=True)
 
 
+def default_artifact_location(uri: str) -> str | None:
+    """`<db dir>/mlartifacts` for a sqlite URI; None (the server's choice) otherwise."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(os.path.dirname(uri.removeprefix("sqlite:///")), "mlartifacts").resolve().as_uri()
+
+
 def git_sha() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -52,6 +60,8 @@ class RunHandle:
 
     def __init__(self, uri: str, experiment: str, *, run_id: str | None = None, run_name: str | None = None,
                  tags: Mapping[str, str] | None = None, parent_run_id: str | None = None) -> None:
+        """`experiment` is created when missing; with a sqlite URI its artifacts go to `mlartifacts/` beside the
+        database (MLflow's default would be ./mlruns in the current directory)."""
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         if run_id is not None:
@@ -61,7 +71,8 @@ class RunHandle:
             self.resume_floor = self._last_logged_step()
         else:
             exp = self.client.get_experiment_by_name(experiment)
-            experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+            experiment_id = exp.experiment_id if exp else self.client.create_experiment(
+                experiment, artifact_location=default_artifact_location(uri))
             all_tags = dict(tags or {})
             if parent_run_id:
                 all_tags["mlflow.parentRunId"] = parent_run_id
@@ -79,8 +90,10 @@ class RunHandle:
                 last = max(last, metric.step)
         return last
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int, timestamp_ms: int) -> None:
-        if step <= self.resume_floor:  # already logged before the interruption
+    def log_metrics(self, metrics: Mapping[str, float], step: int, timestamp_ms: int, *, force: bool = False) -> None:
+        """Log at `step`; steps at or below the resume floor were logged before an interruption and are
+        skipped, unless `force` (new keys such as final/*)."""
+        if step <= self.resume_floor and not force:
             return
         # Written at once, so a killed run loses nothing it logged (a resume relies on it).
         self._pending.extend(Metric(k, float(v), timestamp_ms, step) for k, v in metrics.items())

@@ -1,21 +1,84 @@
-"""Where a run keeps its checkpoints, and which one `resume=auto` continues."""
+"""Where a run keeps its checkpoints, when it writes them, and which one `resume=auto` continues.
+
+A checkpoint of step k (k optimizer steps done) is written at the START of batch k + 1, after step k's
+metrics and validation are logged, so a run killed at any moment resumes with no gap and no repeated step
+in its MLflow history. Names are `step-NNNNNN.ckpt` (files, or directories for sharded FSDP checkpoints).
+"""
 
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
-STEP = re.compile(r"step=(\d+)")
+import lightning as L
+
+STEP = re.compile(r"^step-(\d+)\.ckpt$")
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The checkpoint with the highest step (a file, or a directory for sharded FSDP checkpoints)."""
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    return checkpoint_dir(run_dir) / f"step-{step:06d}.ckpt"
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    match = STEP.match(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     directory = checkpoint_dir(run_dir)
     if not directory.is_dir():
-        return None
-    candidates = [(int(m.group(1)), p) for p in directory.iterdir() if (m := STEP.search(p.name))]
-    return max(candidates)[1] if candidates else None
+        return []
+    return sorted((step, p) for p in directory.iterdir() if (step := checkpoint_step(p)) is not None)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint with the highest step, or None."""
+    found = list_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+class StepCheckpoint(L.Callback):
+    """Every `every` steps and at the end; keeps the newest `keep` (a collective under FSDP: all ranks save)."""
+
+    def __init__(self, run_dir: str | Path, *, every: int, keep: int) -> None:
+        self.run_dir, self.every, self.keep = Path(run_dir), every, keep
+        self._saving_at_batch_start = False
+
+    def _save(self, trainer: L.Trainer, *, at_batch_start: bool = False) -> None:
+        path = checkpoint_path(self.run_dir, trainer.global_step)
+        if path.exists():
+            return
+        self._saving_at_batch_start = at_batch_start
+        try:
+            trainer.save_checkpoint(path, weights_only=False)
+        finally:
+            self._saving_at_batch_start = False
+        trainer.strategy.barrier("mta-checkpoint")
+        if trainer.is_global_zero:
+            for _, old in list_checkpoints(self.run_dir)[: -self.keep]:
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step > 0 and step % self.every == 0:
+            self._save(trainer, at_batch_start=True)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        """Record the loop state as Lightning's own end-of-batch checkpoints do (batch k completed but for its
+        end hooks, logger step not yet advanced): Lightning's restart logic then resumes at batch k + 1 with the
+        logger steps of an uninterrupted run. Saved at the start of batch k + 1, the raw state is one batch on."""
+        if not self._saving_at_batch_start:
+            return
+        loop = checkpoint["loops"]["fit_loop"]
+        for counters in (loop["epoch_loop.batch_progress"]["total"], loop["epoch_loop.batch_progress"]["current"]):
+            counters["ready"] = counters["started"]
+            counters["completed"] = counters["processed"] - 1
+        loop["epoch_loop.state_dict"]["_batches_that_stepped"] -= 1
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._save(trainer)

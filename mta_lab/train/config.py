@@ -188,7 +188,9 @@ class RunConfig:
     data_name: str = "custom"
 
     def __post_init__(self) -> None:
-        if not self.name or "/" in self.name:
+        if isinstance(self.name, int | float) and not isinstance(self.name, bool):  # name=2024 from the CLI
+            object.__setattr__(self, "name", str(self.name))
+        if not isinstance(self.name, str) or not self.name or "/" in self.name:
             _fail("run", "name", self.name, "must be a non-empty name without '/'")
 
     @property

@@ -21,8 +21,8 @@ class StepBatches(IterableDataset):
             yield self.bundle.train_batch(step, self.batch_size, seed=self.seed, rank=self.rank,
                                           world_size=self.world_size)
 
-    def __len__(self) -> int:
-        return self.stop - self.start
+    # No __len__ on purpose: Lightning would take it for an epoch's length and, after a resume, end the "epoch"
+    # early and restart the iterator (repeating batches). Runs are bounded by max_steps instead.
 
 
 class BatchList(Dataset):

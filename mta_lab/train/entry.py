@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from mta_lab.model.accounting import count_parameters, flops_per_token
-from mta_lab.train.checkpoints import checkpoint_dir, latest_checkpoint
+from mta_lab.train.checkpoints import checkpoint_dir, checkpoint_step, latest_checkpoint
 from mta_lab.train.config import ConfigError, RunConfig
 
 
@@ -38,6 +38,7 @@ def config_hash(run: RunConfig) -> str:
     d = run.to_dict()
     for key in ("name", "root", "resume", "tracking"):
         d.pop(key, None)
+    d["data"].pop("cache_dir", None)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -57,39 +58,71 @@ def curated_params(run: RunConfig, n_params: int, flops: int, total_steps: int, 
     }
 
 
-def _resolve_resume(run: RunConfig) -> Path | None:
+def _resolve_resume(run: RunConfig, total_steps: int) -> Path | None:
+    """The checkpoint to continue, checked against the run directory and the budget before any work."""
+    existing = latest_checkpoint(run.run_dir)
     if run.resume == "never":
+        if existing is not None:
+            raise ConfigError(
+                f"run directory {run.run_dir} already holds checkpoints of an earlier run (newest: {existing.name}); "
+                "continue it with resume=auto, choose another name=..., or delete the directory"
+            )
         return None
-    if run.resume == "auto":
-        return latest_checkpoint(run.run_dir)
-    path = Path(run.resume)
+    path = existing if run.resume == "auto" else Path(run.resume)
+    if path is None:
+        return None
     if not path.exists():
         raise ConfigError(f"resume={run.resume!r}: no such checkpoint; use resume=auto or a path from "
                           f"{checkpoint_dir(run.run_dir)}")
+    step = checkpoint_step(path)
+    if step is not None and step >= total_steps:
+        raise ConfigError(f"resume: {path.name} is at step {step}, and the budget is {total_steps} steps: nothing "
+                          "left to train; raise train.max_steps (or the token/FLOP budget) to continue")
     return path
 
 
-def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None = None) -> TrainResult:
-    import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.utilities import rank_zero_only
+def _prepare_tracking(run: RunConfig, resume_from: Path | None, *, bundle, params: dict):
+    """Rank 0: create the MLflow run, or continue the one of the run directory when resuming."""
     from mlflow.tracking import MlflowClient
 
-    from mta_lab.data import build_data
-    from mta_lab.tracking.lightning_logger import MLflowRunLogger
     from mta_lab.tracking.mlflow_run import RunHandle, check_reachable, git_sha
-    from mta_lab.train.callbacks import Throughput, detect_peak_flops
-    from mta_lab.train.datamodule import LMDataModule
-    from mta_lab.train.module import LanguageModelTask
-    from mta_lab.train.strategies import build_strategy, resolve_accelerator
+
+    uri, run_dir = run.tracking_uri, Path(run.run_dir)
+    check_reachable(uri)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    id_file = run_dir / "mlflow_run_id"
+    previous = id_file.read_text().strip() if id_file.exists() else None
+    if previous and resume_from is None:  # a fresh start: close the old run if it died while running
+        client = MlflowClient(uri)
+        if client.get_run(previous).info.status == "RUNNING":
+            client.set_terminated(previous, status="KILLED")
+        previous = None
+    tags = {
+        "mta.variant": run.attention_name, "mta.size": run.model_name, "mta.seed": run.train.seed,
+        "mta.sweep": "none", "mta.trial": "none", "mta.config_hash": config_hash(run), "mta.git_sha": git_sha(),
+        "mta.data_fingerprint": bundle.fingerprint, "mta.run_dir": str(run_dir.resolve()), **run.tracking.tags,
+    }
+    handle = RunHandle(uri, run.tracking.experiment, run_id=previous, run_name=run.tracking.run_name or run.name,
+                       tags={k: str(v) for k, v in tags.items()}, parent_run_id=os.environ.get("MTA_PARENT_RUN_ID"))
+    id_file.write_text(handle.run_id)
+    if previous is None:
+        config_path = run_dir / "config.yaml"
+        config_path.write_text(yaml.safe_dump(run.to_dict(), sort_keys=False))
+        handle.log_artifact(str(config_path))
+        handle.log_params(params)
+    return handle
+
+
+def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None = None) -> TrainResult:
+    from mta_lab.data import build_data
+    from mta_lab.train.strategies import resolve_accelerator
 
     _quiet_third_party()
-    rank = rank_zero_only.rank
     run_dir = Path(run.run_dir)
     accelerator = resolve_accelerator(run.trainer)
     world = run.trainer.devices * run.trainer.num_nodes
 
-    # ---------------------------------------------------------------- data and budget (fail before any work)
+    # ---------------------------------------------------------------- data, budget, resume: fail before any work
     bundle = build_data(run.data, seq_len=run.train.seq_len)
     if bundle.tokenizer.vocab_size > run.model.vocab_size:
         raise ConfigError(f"model.vocab_size={run.model.vocab_size} is smaller than the tokenizer's vocabulary "
@@ -101,35 +134,22 @@ def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None
     flops = flops_per_token(run.model, run.attention, bundle.seq_len)
     total_steps = run.train.total_steps(tokens_per_step, flops.train)
     n_params = count_parameters(run.model, run.attention).total
-    resume_from = _resolve_resume(run)
+    resume_from = _resolve_resume(run, total_steps)
 
-    # ---------------------------------------------------------------- tracking (rank 0)
-    uri = run.tracking_uri
+    import lightning as L
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from mta_lab.tracking.lightning_logger import MLflowRunLogger
+    from mta_lab.train.callbacks import Throughput, detect_peak_flops
+    from mta_lab.train.checkpoints import StepCheckpoint
+    from mta_lab.train.datamodule import LMDataModule
+    from mta_lab.train.module import LanguageModelTask
+    from mta_lab.train.strategies import build_strategy
+
     handle = None
-    if rank == 0:
-        check_reachable(uri)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        id_file = run_dir / "mlflow_run_id"
-        previous = id_file.read_text().strip() if id_file.exists() else None
-        if previous and resume_from is None:  # a fresh start: close the old run if it died while running
-            old = MlflowClient(uri).get_run(previous)
-            if old.info.status == "RUNNING":
-                MlflowClient(uri).set_terminated(previous, status="KILLED")
-            previous = None
-        tags = {
-            "mta.variant": run.attention_name, "mta.size": run.model_name, "mta.seed": run.train.seed,
-            "mta.config_hash": config_hash(run), "mta.git_sha": git_sha(), "mta.data_fingerprint": bundle.fingerprint,
-            "mta.run_dir": str(run_dir.resolve()), **run.tracking.tags,
-        }
-        handle = RunHandle(uri, run.tracking.experiment, run_id=previous, run_name=run.tracking.run_name or run.name,
-                           tags={k: str(v) for k, v in tags.items()},
-                           parent_run_id=os.environ.get("MTA_PARENT_RUN_ID"))
-        id_file.write_text(handle.run_id)
-        if previous is None:
-            config_path = run_dir / "config.yaml"
-            config_path.write_text(yaml.safe_dump(run.to_dict(), sort_keys=False))
-            handle.log_artifact(str(config_path))
-            handle.log_params(curated_params(run, n_params, flops.train, total_steps, tokens_per_step))
+    if rank_zero_only.rank == 0:
+        params = curated_params(run, n_params, flops.train, total_steps, tokens_per_step)
+        handle = _prepare_tracking(run, resume_from, bundle=bundle, params=params)
 
     # ---------------------------------------------------------------- Lightning
     L.seed_everything(run.train.seed, workers=True, verbose=False)
@@ -148,9 +168,7 @@ def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None
     throughput = Throughput(tokens_per_step=tokens_per_step, train_flops_per_token=flops.train,
                             peak_flops=run.train.peak_flops or detect_peak_flops(), world_size=world,
                             every=run.train.log_every)
-    checkpoints = ModelCheckpoint(dirpath=checkpoint_dir(run_dir), filename="{step:06d}",
-                                  every_n_train_steps=run.train.ckpt_every, save_top_k=run.train.keep_checkpoints,
-                                  monitor="step", mode="max", save_last=False, auto_insert_metric_name=True)
+    checkpoints = StepCheckpoint(run_dir, every=run.train.ckpt_every, keep=run.train.keep_checkpoints)
     bar = _progress_bar() if progress else None
     trainer = L.Trainer(
         accelerator=accelerator, devices=run.trainer.devices, num_nodes=run.trainer.num_nodes,
@@ -158,8 +176,8 @@ def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None
         val_check_interval=run.train.val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
         log_every_n_steps=run.train.log_every, logger=MLflowRunLogger(handle), enable_progress_bar=progress,
         callbacks=[throughput, checkpoints, *([bar] if bar else []), *(extra_callbacks or [])],
-        use_distributed_sampler=False, enable_model_summary=False, default_root_dir=str(run_dir),
-        deterministic=accelerator == "cpu", benchmark=False,
+        enable_checkpointing=False, use_distributed_sampler=False, enable_model_summary=False,
+        default_root_dir=str(run_dir), benchmark=False,
     )
 
     started = time.time()
@@ -183,10 +201,10 @@ def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None
     }
     final = {k: v for k, v in final.items() if v is not None}
     if handle is not None:
-        handle.resume_floor = -1  # final/* are new keys, logged once at the last step
-        handle.log_metrics(final, trainer.global_step, int(time.time() * 1000))
+        # Metric steps follow Lightning's index of the optimizer step (0-based): the last step is N - 1.
+        handle.log_metrics(final, trainer.global_step - 1, int(time.time() * 1000), force=True)
         handle.finish("FINISHED")
-    return TrainResult(run_id=handle.run_id if handle else None, run_dir=str(run_dir), tracking_uri=uri,
+    return TrainResult(run_id=handle.run_id if handle else None, run_dir=str(run_dir), tracking_uri=run.tracking_uri,
                        experiment=run.tracking.experiment, steps=trainer.global_step, metrics=final,
                        params=n_params, resumed_from=str(resume_from) if resume_from else None)
 

@@ -84,15 +84,10 @@ class LanguageModelTask(L.LightningModule):
             self._materialise_pending = False
 
     def on_train_end(self) -> None:
-        """Final checkpoint (if the last step was not one) and a plain `model.pt` that `mta-lab eval` loads."""
+        """A plain `final/model.pt` (weights + configs) that `mta-lab eval` loads without Lightning."""
         from pathlib import Path
 
-        from mta_lab.train.checkpoints import checkpoint_dir
-
         trainer = self.trainer
-        final_ckpt = checkpoint_dir(trainer.default_root_dir) / f"step={trainer.global_step:06d}.ckpt"
-        if not final_ckpt.exists():
-            trainer.save_checkpoint(final_ckpt, weights_only=False)
         if self.export_path is None:
             return
         state = self.full_state_dict()
@@ -127,7 +122,7 @@ class LanguageModelTask(L.LightningModule):
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"loss is {loss.item()} at step {self.global_step}")
         step = self.global_step + 1
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # mean over ranks
         self.log("lr", self.optimizers().param_groups[0]["lr"])
         self.log("tokens_seen", float(step * self.tokens_per_step))
         self.log("flops_seen", float(step * self.tokens_per_step * self.train_flops_per_token))
@@ -186,6 +181,7 @@ class LanguageModelTask(L.LightningModule):
             "model": self.model_config.to_dict(),
             "attention": self.attention.to_dict(),
             "optim": asdict(self.optim_config),
+            **self.export_extra,
         }
         # RNG state, so a resumed run draws the same dropout masks as an uninterrupted one.
         checkpoint["mta_rng"] = {"cpu": torch.get_rng_state()}
