@@ -10,8 +10,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from mta_lab.fields import known_fields
 
 KINDS = ("softmax", "mta", "talking_heads", "diff")
 PAD_KEYS = ("both", "left", "right")
@@ -96,13 +98,7 @@ class AttentionSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AttentionSpec:
         """Build from a mapping (e.g. a Hydra node); unknown keys are errors."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise SpecError(
-                f"attention: unknown field(s) {', '.join(unknown)}; allowed fields: {', '.join(sorted(known))}"
-            )
-        return cls(**dict(data))
+        return cls(**known_fields(cls, data, "attention", SpecError))
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

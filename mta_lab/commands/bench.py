@@ -8,9 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
 from rich.console import Console
 from rich.progress import Progress
+
+from mta_lab.commands.options import parse_key_values
 
 USAGE = ("model=300m,880m attention=transformer,mta,talking_heads,diff [batch_size=2] [seq_len=2048] [steps=30] "
          "[warmup=5] [compile=true] [peak_flops=FLOP/s] [out=reports/bench] [tag=NAME]")
@@ -29,13 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def parse_options(items: list[str]) -> dict:
-    options = dict(DEFAULTS)
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or key not in DEFAULTS:
-            raise ValueError(f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(DEFAULTS)}; usage: {USAGE}")
-        options[key] = raw if key in ("model", "attention", "out", "tag") else yaml.safe_load(raw)
-    return options
+    return parse_key_values(items, DEFAULTS, usage=USAGE, raw_keys=("model", "attention", "out", "tag"))
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-import yaml
 from rich.console import Console
+
+from mta_lab.commands.options import parse_key_values
 
 USAGE = ("ckpt=<run dir | final/model.pt | checkpoints/*.ckpt> [samples=1000] [data_seed=1] [batch_size=250] "
          "[device=auto]")
@@ -27,12 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def parse_options(items: list[str]) -> dict:
-    options = dict(DEFAULTS)
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or key not in DEFAULTS:
-            raise ValueError(f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(DEFAULTS)}; usage: {USAGE}")
-        options[key] = raw if key in ("ckpt", "device") else yaml.safe_load(raw)
+    options = parse_key_values(items, DEFAULTS, usage=USAGE, raw_keys=("ckpt", "device"))
     if not options["ckpt"]:
         raise ValueError(f"ckpt= is required; usage: mta-lab eval toy {USAGE}")
     for key in ("samples", "batch_size"):

@@ -21,12 +21,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from mta_lab.data.errors import DataConfigError, fail
 from mta_lab.data.toy import ToyTask
+from mta_lab.fields import known_fields
 
 KINDS = ("text", "toy")
 CORPORA = ("shakespeare", "files", "slimpajama")
@@ -160,13 +161,7 @@ class DataConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DataConfig:
         """Build from a mapping (e.g. a Hydra node); unknown keys are errors."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise DataConfigError(
-                f"data: unknown field(s) {', '.join(unknown)}; allowed fields: {', '.join(sorted(known))}"
-            )
-        return cls(**dict(data))
+        return cls(**known_fields(cls, data, "data", DataConfigError))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

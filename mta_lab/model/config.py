@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
+
+from mta_lab.fields import known_fields
 
 PAPER_VOCAB = 128_256  # Llama-3 tokenizer
 
@@ -61,13 +63,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ModelConfigError(
-                f"model: unknown field(s) {', '.join(unknown)}; allowed fields: {', '.join(sorted(known))}"
-            )
-        return cls(**dict(data))
+        return cls(**known_fields(cls, data, "model", ModelConfigError))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,6 +73,14 @@ MODEL_PRESETS: dict[str, tuple[ModelConfig, str]] = {
     "tiny": (
         ModelConfig(vocab_size=512, dim=64, n_layers=4, n_heads=4, ffn_hidden=192, max_seq_len=256),
         "seconds on a CPU: D 64, 4 layers, 4 heads",
+    ),
+    "tiny2": (
+        ModelConfig(vocab_size=512, dim=96, n_layers=4, n_heads=4, ffn_hidden=288, max_seq_len=256),
+        "CPU scaling twin, size 2: D 96, 4 layers, 4 heads",
+    ),
+    "tiny3": (
+        ModelConfig(vocab_size=512, dim=128, n_layers=4, n_heads=4, ffn_hidden=384, max_seq_len=256),
+        "CPU scaling twin, size 3: D 128, 4 layers, 4 heads",
     ),
     "toy": (
         ModelConfig(vocab_size=32, dim=256, n_layers=4, n_heads=2, ffn_hidden=768, max_seq_len=512),

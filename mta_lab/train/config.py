@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from mta_lab.attention.spec import AttentionSpec
+from mta_lab.fields import known_fields
 from mta_lab.model.config import ModelConfig
 
 
@@ -24,11 +25,7 @@ def _fail(section: str, name: str, value: Any, problem: str) -> None:
 
 
 def _from_dict(cls, section: str, data: Mapping[str, Any] | None):
-    data = dict(data or {})
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"{section}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+    data = known_fields(cls, data or {}, section, ConfigError)
     for key, value in data.items():  # YAML lists -> tuples for tuple-typed fields
         if isinstance(value, list):
             data[key] = tuple(value)

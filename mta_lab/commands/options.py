@@ -1,0 +1,20 @@
+"""KEY=VALUE arguments of the small subcommands (bench, eval): known keys only, values read as YAML."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import yaml
+
+
+def parse_key_values(items: Iterable[str], defaults: Mapping[str, Any], *, usage: str,
+                     raw_keys: Iterable[str] = ()) -> dict[str, Any]:
+    """`defaults` updated by `KEY=VALUE` items; keys in `raw_keys` keep their text, others are parsed as YAML."""
+    options, raw = dict(defaults), set(raw_keys)
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in defaults:
+            raise ValueError(f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(defaults)}; usage: {usage}")
+        options[key] = value if key in raw else yaml.safe_load(value)
+    return options

@@ -1,0 +1,16 @@
+"""Strict construction of config dataclasses from mappings (Hydra nodes, YAML): unknown keys are errors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import fields
+from typing import Any
+
+
+def known_fields(cls: type, data: Mapping[str, Any], section: str, error: type[Exception]) -> dict[str, Any]:
+    """`data` as a dict, after checking every key is a field of the dataclass `cls`; else `error` naming them."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise error(f"{section}: unknown field(s) {', '.join(unknown)}; allowed fields: {', '.join(sorted(known))}")
+    return dict(data)
