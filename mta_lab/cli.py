@@ -16,6 +16,8 @@ from mta_lab.commands import attention as attention_cmd
 from mta_lab.commands import bench as bench_cmd
 from mta_lab.commands import count as count_cmd
 from mta_lab.commands import eval as eval_cmd
+from mta_lab.commands import report as report_cmd
+from mta_lab.commands import sweep as sweep_cmd
 from mta_lab.commands import train as train_cmd
 from mta_lab.errors import TrackingError, TrainingDiverged
 from mta_lab.model.config import ModelConfigError
@@ -35,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.add_parser(sub)
     bench_cmd.add_parser(sub)
     eval_cmd.add_parser(sub)
+    sweep_cmd.add_parser(sub)
+    report_cmd.add_parser(sub)
     return parser
 
 

@@ -54,7 +54,9 @@ def curated_params(run: RunConfig, n_params: int, flops: int, total_steps: int, 
         "train.seed": t.seed, "train.batch_size": t.batch_size, "train.seq_len": t.seq_len,
         "train.total_steps": total_steps, "train.tokens_per_step": tokens_per_step, "train.precision": t.precision,
         "trainer.strategy": run.trainer.strategy, "trainer.devices": run.trainer.devices,
-        "trainer.num_nodes": run.trainer.num_nodes, "flops_per_token": flops,
+        "trainer.num_nodes": run.trainer.num_nodes, "flops_per_token": flops, "data.kind": run.data.kind,
+        **({"data.toy_n": run.data.toy_n, "data.toy_variant": run.data.toy_variant, "data.toy_l": run.data.toy_l}
+           if run.data.kind == "toy" else {}),
     }
 
 

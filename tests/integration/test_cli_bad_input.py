@@ -49,7 +49,7 @@ def test_vocab_smaller_than_the_tokenizer(tmp_path, data_cache):
 def test_unknown_override_keys(tmp_path, data_cache):
     base = tiny(tmp_path, "unknown", data_cache, max_steps=5)
     assert_one_line_error(run_cli(*base, "train.colour=red"), "train.colour", "+train.colour=red")
-    assert_one_line_error(run_cli(*base, "+train.colour=red"), "train: unknown field(s) colour", "allowed:")
+    assert_one_line_error(run_cli(*base, "+train.colour=red"), "train: unknown field(s) colour", "allowed fields:")
     assert_one_line_error(run_cli(*base, "+colour=red"), "unknown top-level key(s) colour")
     assert not (tmp_path / "unknown").exists()
     _no_mlflow_run(tmp_path)

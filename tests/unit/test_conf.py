@@ -92,6 +92,7 @@ def test_bad_overrides_are_clear_errors(overrides, message):
 def test_every_shipped_yaml_is_covered():
     shipped = {p.relative_to(CONF_DIR).as_posix() for p in Path(CONF_DIR).rglob("*.yaml")}
     covered = {"config.yaml"} | {f"{g}/{o}.yaml" for g in [*GROUPS, "experiment"] for o in options(g)}
+    covered |= {f"cluster/{o}.yaml" for o in options("cluster")}  # not composed: tests/unit/test_cluster_profiles.py
     assert shipped == covered
 
 

@@ -1,0 +1,148 @@
+"""Runs from MLflow (never from files): one row per training run, with its tags, params, metrics and status.
+
+Columns follow `mlflow.search_runs`: `tags.<k>`, `params.<k>`, `metrics.<k>`, plus `run_id`, `run_name`,
+`status`, `start_time` and the convenience columns `variant`, `seed`, `size`, `sweep`, `trial`, `attention`.
+Sweep parent runs (tag mta.role=sweep) are not training runs and are left out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import pandas as pd
+
+from mta_lab.report.errors import ReportError
+
+FINISHED = "FINISHED"
+
+
+@dataclass(frozen=True)
+class RunQuery:
+    """Which runs a report is made of: an experiment, optionally a sweep, exact tag values and run ids."""
+
+    uri: str
+    experiment: str = "mta-lab"
+    sweep: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    run_ids: tuple[str, ...] = ()
+
+    def filter_string(self) -> str:
+        tags = {**({"mta.sweep": self.sweep} if self.sweep else {}), **self.tags}
+        return " and ".join(f"tags.`{k}` = '{_quote(v)}'" for k, v in tags.items())
+
+    def describe(self) -> str:
+        parts = [f"experiment {self.experiment!r}"]
+        if self.sweep:
+            parts.append(f"sweep {self.sweep!r}")
+        parts += [f"{k}={v}" for k, v in self.tags.items()]
+        if self.run_ids:
+            parts.append(f"runs {', '.join(self.run_ids)}")
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["run_ids"] = list(self.run_ids)
+        return d
+
+
+def _quote(value: str) -> str:
+    return str(value).replace("'", "\\'")
+
+
+def client_for(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(client, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        names = sorted(e.name for e in client.search_experiments())
+        listed = ", ".join(repr(n) for n in names) if names else "none"
+        raise ReportError(f"experiment {name!r} does not exist in this tracking store; existing experiments: {listed} "
+                          "(choose one with --experiment)")
+    return exp.experiment_id
+
+
+def collect_runs(query: RunQuery, *, client=None) -> pd.DataFrame:
+    """All matching training runs, every status (failed and killed runs count as failed seeds)."""
+    client = client or client_for(query.uri)
+    exp_id = experiment_id(client, query.experiment)
+    runs = client.search_runs([exp_id], filter_string=query.filter_string(), max_results=50000)
+    rows = [_row(run) for run in runs if run.data.tags.get("mta.role") != "sweep"]
+    if query.run_ids:
+        wanted = set(query.run_ids)
+        rows = [r for r in rows if r["run_id"] in wanted or any(r["run_id"].startswith(w) for w in wanted)]
+    if not rows:
+        raise ReportError(f"no training runs match {query.describe()}{_sweeps_hint(client, exp_id, query)}")
+    df = pd.DataFrame(rows)
+    return df.sort_values(["variant", "seed_order", "start_time"], kind="stable").reset_index(drop=True)
+
+
+def _sweeps_hint(client, exp_id: str, query: RunQuery) -> str:
+    if not query.sweep:
+        return ""
+    sweeps = sorted({r.data.tags.get("mta.sweep", "none") for r in client.search_runs([exp_id], max_results=50000)})
+    return f"; sweeps in this experiment: {', '.join(sweeps) if sweeps else 'none'}"
+
+
+def _row(run) -> dict:
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    row = {"run_id": run.info.run_id, "run_name": run.info.run_name or tags.get("mlflow.runName", ""),
+           "status": run.info.status, "start_time": run.info.start_time or 0}
+    row |= {"variant": tags.get("mta.variant", params.get("attention", "?")), "seed": tags.get("mta.seed", "?"),
+            "size": tags.get("mta.size", params.get("model", "?")), "sweep": tags.get("mta.sweep", "none"),
+            "trial": tags.get("mta.trial", "none"), "attention": params.get("attention", tags.get("mta.variant", "?"))}
+    row["seed_order"] = _as_number(row["seed"])
+    row |= {f"tags.{k}": v for k, v in tags.items() if not k.startswith("mlflow.")}
+    row |= {f"params.{k}": v for k, v in params.items()}
+    row |= {f"metrics.{k}": v for k, v in metrics.items()}
+    return row
+
+
+def _as_number(text) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.inf
+
+
+def finished_runs(df: pd.DataFrame, query: RunQuery) -> pd.DataFrame:
+    done = df[df["status"] == FINISHED]
+    if done.empty:
+        counts = df["status"].value_counts().to_dict()
+        seen = ", ".join(f"{n} {s}" for s, n in counts.items())
+        raise ReportError(f"no FINISHED runs for {query.describe()} ({seen}); wait for the sweep to finish, or check "
+                          "its failures with `mta-lab sweep status`")
+    return done
+
+
+def require_metric(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The runs all carry `metric` (a finite number), or a ReportError naming those that do not."""
+    column = f"metrics.{metric}"
+    values = df[column] if column in df else pd.Series(float("nan"), index=df.index)
+    missing = df[values.isna()]
+    if not missing.empty:
+        names = ", ".join(f"{r.run_name or '?'} ({r.run_id[:8]})" for r in missing.itertuples())
+        available = sorted({c.removeprefix("metrics.") for c in df.columns if c.startswith("metrics.final/")})
+        raise ReportError(f"{len(missing)} of {len(df)} runs lack the metric {metric!r}: {names}; metrics these runs "
+                          f"have: {', '.join(available) or 'none'} (choose one with --metric)")
+    return df
+
+
+def numeric(df: pd.DataFrame, column: str) -> pd.Series:
+    """A params/metrics column as floats (params are stored as text); NaN where absent."""
+    if column not in df:
+        return pd.Series(float("nan"), index=df.index)
+    return pd.to_numeric(df[column], errors="coerce")
+
+
+def metric_histories(uri: str, run_ids: list[str], keys: list[str], *, client=None) -> pd.DataFrame:
+    """Per-step values of `keys` for `run_ids`: columns run_id, key, step, value (sorted by step)."""
+    client = client or client_for(uri)
+    rows = [{"run_id": rid, "key": key, "step": m.step, "value": m.value}
+            for rid in run_ids for key in keys for m in client.get_metric_history(rid, key)]
+    df = pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
+    return df.sort_values(["run_id", "key", "step"]).reset_index(drop=True)

@@ -1,0 +1,7 @@
+"""The one error type of the reports: bad input (no such experiment, no finished runs, a missing metric)."""
+
+from __future__ import annotations
+
+
+class ReportError(ValueError):
+    """A report cannot be made from what was asked; the message says what is missing and what exists."""

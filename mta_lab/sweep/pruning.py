@@ -1,0 +1,35 @@
+"""Report the validation metric to Optuna at each validation and stop a trial its pruner gives up on.
+
+optuna-integration's PyTorchLightningPruningCallback is not used: it is not installed here (no network to add it),
+and this is the same few lines: report, ask should_prune, raise optuna.TrialPruned.
+"""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+from lightning.pytorch.callbacks import Callback
+
+
+class OptunaPruning(Callback):
+    def __init__(self, trial: optuna.Trial, monitor: str = "val/loss") -> None:
+        super().__init__()
+        self.trial = trial
+        self.monitor = monitor
+        self.reported: list[tuple[int, float]] = []
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            return
+        value = float(value)
+        if not math.isfinite(value):
+            return
+        step = int(trainer.global_step)
+        self.trial.report(value, step)
+        self.reported.append((step, value))
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step}: {self.monitor}={value:.4g}")

@@ -1,0 +1,77 @@
+"""Study storage: a journal file under the sweep directory (no server) or any SQLAlchemy URL (PostgreSQL on a
+cluster) with heartbeats and automatic retry of trials whose worker died."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import optuna
+from optuna.storages import BaseStorage
+
+from mta_lab.sweep.spec import SweepSpec
+
+HEARTBEAT_S = 60  # a worker records a heartbeat this often (RDB storage); env MTA_SWEEP_HEARTBEAT_S overrides
+GRACE_S = 180  # a trial without a heartbeat for this long is failed and retried; env MTA_SWEEP_GRACE_S overrides
+
+
+class SweepStorageError(ValueError):
+    """The study storage cannot be opened; the message names the URL and the fix."""
+
+
+def journal_path(sweep_dir: str | Path) -> Path:
+    return Path(sweep_dir) / "optuna.journal"
+
+
+def _redact(url: str) -> str:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - only for messages
+        return url
+
+
+def open_storage(spec: SweepSpec, sweep_dir: str | Path, *, heartbeat_interval: int | None = None,
+                 grace_period: int | None = None) -> BaseStorage:
+    """Journal file <sweep_dir>/optuna.journal when spec.storage is null, else RDBStorage(spec.storage) with a
+    heartbeat and RetryHeartbeatStaleTrialCallback(max_retry=spec.max_retries). Fails before any work when the
+    URL is invalid or the database does not answer."""
+    if spec.storage is None:
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
+
+        path = journal_path(sweep_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # An O_EXCL lock file: works across processes (and on NFS), unlike an in-process lock.
+        return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+
+    url = spec.storage
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        make_url(url)
+    except (ArgumentError, ValueError) as err:
+        raise SweepStorageError(f"sweep.storage: {url!r} is not an SQLAlchemy URL ({err}); use e.g. "
+                                "postgresql+psycopg://user:pass@host:5432/db, or null for a journal file") from None
+    heartbeat = heartbeat_interval or int(os.environ.get("MTA_SWEEP_HEARTBEAT_S", HEARTBEAT_S))
+    grace = grace_period or int(os.environ.get("MTA_SWEEP_GRACE_S", max(GRACE_S, 3 * heartbeat)))
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=heartbeat, grace_period=grace, engine_kwargs={"pool_pre_ping": True},
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=spec.max_retries))
+    except (ImportError, NoSuchModuleError) as err:
+        raise SweepStorageError(f"sweep.storage {_redact(url)}: unknown database dialect or missing driver ({err}); "
+                                "use a dialect SQLAlchemy knows and install its driver, e.g. pip install "
+                                "'psycopg[binary]' for postgresql+psycopg://") from None
+    except Exception as err:  # noqa: BLE001 - SQLAlchemy raises many kinds; all mean the same to the user
+        message = " ".join(str(err).split())[:500]
+        raise SweepStorageError(f"sweep.storage {_redact(url)}: cannot open the database ({type(err).__name__}: "
+                                f"{message}); check that the server runs and the URL, user and password are "
+                                "right") from None
+

@@ -1,0 +1,362 @@
+"""One sweep worker: ask -> compose -> train -> tell, until the sweep has no work left.
+
+Fixed trials (ablation/scaling variants x seeds) are taken from the study's queue; HPO trials are sampled until
+`hpo.n_trials` have been started. A trial whose training raises (a NaN loss, a bad override, anything) is told
+FAIL with its reason and the worker goes on; more than `max_failures` failed trials stop every worker. Ctrl-C or
+SIGTERM ends the running trial (MLflow: KILLED), puts it back in the queue and stops the worker.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import statistics
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+
+from mta_lab.sweep.spec import SweepSpec
+from mta_lab.sweep.study import Sweep, close_parent, create
+
+FAILURE = "mta.failure"  # user attr: the reason a trial failed
+FAILURE_KIND = "mta.failure_kind"  # error | diverged | died | interrupted (interrupted ones are not failures)
+WORKER_KEYS = ("mta.host", "mta.pid", "mta.started", "mta.run_dirs", "mta.attempt", FAILURE, FAILURE_KIND)
+
+
+class SweepFailed(RuntimeError):
+    """More trials failed than the sweep's max_failures allows."""
+
+
+@dataclass
+class WorkerSummary:
+    completed: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    pruned: list[int] = field(default_factory=list)
+    interrupted: list[int] = field(default_factory=list)
+    stopped: str = ""
+
+    @property
+    def ran(self) -> int:
+        return len(self.completed) + len(self.failed) + len(self.pruned) + len(self.interrupted)
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def superseded(trials: list[FrozenTrial]) -> set[int]:
+    """Numbers of failed trials that were put back in the queue (a retry or a requeue replaces them)."""
+    out: set[int] = set()
+    for t in trials:
+        out.update(t.system_attrs.get("retry_history", ()))
+        if "mta.requeued_from" in t.system_attrs:
+            out.add(t.system_attrs["mta.requeued_from"])
+    return out
+
+
+def failures(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Failed trials that count against max_failures (interrupted ones do not)."""
+    return [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get(FAILURE_KIND) != "interrupted"]
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial, *, retry: bool) -> bool:
+    """Put a failed trial's variant/seed (or params) back in the queue as a new trial. `retry` counts it against
+    max_retries (the same system attrs as optuna's RetryHeartbeatStaleTrialCallback); an interrupted trial is
+    requeued without counting. Returns whether it was requeued."""
+    spec_retries = study.user_attrs.get("mta.spec", {}).get("max_retries", 0)
+    system = {k: v for k, v in trial.system_attrs.items() if k != "mta.requeued_from"}
+    if retry:
+        history = [*system.get("retry_history", []), trial.number]
+        if len(history) > spec_retries:
+            return False
+        system.update(failed_trial=system.get("failed_trial", trial.number), retry_history=history)
+    else:
+        system["mta.requeued_from"] = trial.number
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs={k: v for k, v in trial.user_attrs.items() if k not in WORKER_KEYS}, system_attrs=system))
+    return True
+
+
+def _pop_waiting(study: optuna.Study) -> optuna.Trial | None:
+    """Take a queued trial, atomically (the storage refuses a trial another worker took first); never a new one."""
+    storage = study._storage
+    for frozen in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+                return optuna.Trial(study, frozen._trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
+
+
+def _hpo_started(trials: list[FrozenTrial]) -> int:
+    gone = superseded(trials)
+    return sum(1 for t in trials if t.state != TrialState.WAITING and t.number not in gone)
+
+
+def next_trial(sweep: Sweep) -> optuna.Trial | None:
+    """The next trial for this worker, or None when the sweep has nothing left to start."""
+    study, spec = sweep.study, sweep.spec
+    if spec.hpo is None:
+        return _pop_waiting(study)
+    from mta_lab.sweep.space import parse_space
+    from mta_lab.sweep.study import creation_lock
+
+    space = parse_space(spec.hpo.space)
+    with creation_lock(sweep.sweep_dir):  # count-then-ask without another local worker in between
+        trials = study.get_trials(deepcopy=False)
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        if not waiting and _hpo_started(trials) >= spec.hpo.n_trials:
+            return None
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Heartbeat.*")
+            return study.ask(fixed_distributions=space)
+
+
+class Heartbeat:
+    """Records the trial's heartbeat while it trains (RDB storage with heartbeat_interval; a no-op otherwise), so
+    other workers fail and retry it only when this worker is really gone."""
+
+    def __init__(self, study: optuna.Study, trial: optuna.Trial) -> None:
+        import threading
+
+        storage = study._storage
+        self.interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(storage, trial._trial_id), daemon=True)
+
+    def _beat(self, storage, trial_id: int) -> None:
+        while True:
+            try:
+                storage.record_heartbeat(trial_id)
+            except Exception:  # noqa: BLE001 - a missed beat is retried; the trial itself reports real errors
+                pass
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self):
+        if self.interval:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
+def _run_id_of(run_dir: Path) -> str | None:
+    path = run_dir / "mlflow_run_id"
+    return path.read_text().strip() if path.exists() else None
+
+
+def mark_mlflow(uri: str, run_dir: Path, status: str, reason: str, **tags: str) -> None:
+    """Close a trial's MLflow run with `status` and a reason (when the run exists and is not already closed
+    with that status)."""
+    run_id = _run_id_of(run_dir)
+    if run_id is None:
+        return
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    client.set_tag(run_id, "mta.failure_reason", reason[:5000])
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    if client.get_run(run_id).info.status != status:
+        client.set_terminated(run_id, status=status)
+
+
+def compose(sweep: Sweep, frozen: FrozenTrial, seed: int, params: dict) -> tuple[str, object]:
+    """The trial's RunConfig: base + variant overrides (or sampled params) + seed, placed under the sweep."""
+    from mta_lab.conf import load_run_config
+    from mta_lab.sweep.space import to_override
+
+    spec = sweep.spec
+    ua = frozen.user_attrs
+    variant = ua.get("variant", "hpo")
+    overrides = [*spec.base, *ua.get("overrides", ()), *(to_override(k, v) for k, v in params.items()),
+                 f"train.seed={seed}"]
+    name = f"{spec.name}-{variant}-s{seed}-t{frozen.number}"
+    config = load_run_config(overrides, stamp=name)
+    retried_from = frozen.system_attrs.get("failed_trial", frozen.system_attrs.get("mta.requeued_from"))
+    tags = {"mta.sweep": spec.name, "mta.trial": str(frozen.number), "mta.variant": variant, "mta.seed": str(seed),
+            "mta.attempt": str(len(frozen.system_attrs.get("retry_history", [])) + 1), "mta.kind": spec.kind,
+            **({"mta.retried_from": str(retried_from)} if retried_from is not None else {}),
+            **({f"mta.param.{k}": str(v) for k, v in params.items()})}
+    tracking = replace(config.tracking, uri=sweep.tracking_uri, experiment=sweep.experiment, run_name=name,
+                       tags={**config.tracking.tags, **tags})
+    return name, replace(config, root=str(sweep.runs_root), name=name, resume="never", tracking=tracking)
+
+
+# ---------------------------------------------------------------------------------------------------- signals
+class _Signals:
+    """SIGINT/SIGTERM: interrupt a training in progress; between trials, only ask the loop to stop (so a storage
+    write is never cut in half)."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.training = False
+        self._old: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        first = not self.stop
+        self.stop = True
+        if self.training and first:
+            raise KeyboardInterrupt
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+# ---------------------------------------------------------------------------------------------------- the loop
+def _value(metrics: dict, metric: str) -> float:
+    value = metrics.get(metric)
+    if value is None or not math.isfinite(value):
+        shown = ", ".join(sorted(k for k, v in metrics.items() if v is not None))
+        raise KeyError(f"objective metric {metric} is {'missing' if value is None else value} in the run's final "
+                       f"metrics ({shown})")
+    return float(value)
+
+
+def run_trial(sweep: Sweep, trial: optuna.Trial, signals: _Signals, console: Console, summary: WorkerSummary) -> None:
+    from mta_lab.errors import TrainingDiverged
+    from mta_lab.sweep.pruning import OptunaPruning
+    from mta_lab.train.entry import train
+
+    spec, study = sweep.spec, sweep.study
+    frozen = study._storage.get_trial(trial._trial_id)
+    params = dict(trial.params)
+    seeds = [frozen.user_attrs["seed"]] if spec.hpo is None else list(spec.seeds)
+    attempt = len(frozen.system_attrs.get("retry_history", [])) + 1
+    trial.set_user_attr("mta.host", socket.gethostname())
+    trial.set_user_attr("mta.pid", os.getpid())
+    trial.set_user_attr("mta.started", time.time())
+    trial.set_user_attr("mta.attempt", attempt)
+    run_dirs: list[str] = []
+    values: list[float] = []
+    label = f"trial {trial.number} ({frozen.user_attrs.get('variant', params)})"
+    try:
+        for i, seed in enumerate(seeds):
+            name, config = compose(sweep, frozen, seed, params)
+            run_dirs.append(config.run_dir)
+            trial.set_user_attr("mta.run_dirs", run_dirs)
+            console.print(f"[bold]{label}[/] seed {seed}: training {name}", highlight=False)
+            callbacks = []
+            if spec.hpo is not None and spec.hpo.pruner.name != "none" and i == 0:
+                callbacks.append(OptunaPruning(trial, spec.hpo.report_metric))
+            signals.training = True
+            try:
+                result = train(config, progress=False, extra_callbacks=callbacks)
+            finally:
+                signals.training = False
+            values.append(_value(result.metrics, spec.objective.metric))
+            if signals.stop:
+                break
+    except optuna.TrialPruned as err:
+        mark_mlflow(sweep.tracking_uri, Path(run_dirs[-1]), "KILLED", f"pruned: {err}", **{"mta.pruned": "true"})
+        study.tell(trial, state=TrialState.PRUNED)
+        summary.pruned.append(trial.number)
+        console.print(f"[yellow]{label}: pruned[/] ({err})", highlight=False)
+        return
+    except Exception as err:  # noqa: BLE001 - any failure of one trial is recorded, the sweep goes on
+        reason = f"{type(err).__name__}: {' '.join(str(err).split())}"[:2000]
+        trial.set_user_attr(FAILURE, reason)
+        trial.set_user_attr(FAILURE_KIND, "diverged" if isinstance(err, TrainingDiverged) else "error")
+        if run_dirs:
+            mark_mlflow(sweep.tracking_uri, Path(run_dirs[-1]), "FAILED", reason)
+        study.tell(trial, state=TrialState.FAIL)
+        summary.failed.append(trial.number)
+        console.print(f"[red]{label}: failed[/] {reason}", highlight=False)
+        return
+    except BaseException:  # Ctrl-C / SIGTERM (Lightning turns KeyboardInterrupt into SystemExit)
+        _interrupted(sweep, trial, frozen, run_dirs, summary)
+        raise KeyboardInterrupt from None
+    if len(values) < len(seeds):  # stopped between the seeds of an HPO trial
+        _interrupted(sweep, trial, frozen, run_dirs, summary)
+        return
+    value = statistics.median(values) if spec.aggregate == "median" else statistics.fmean(values)
+    study.tell(trial, value)
+    summary.completed.append(trial.number)
+    console.print(f"[green]{label}: {spec.objective.metric}={value:.4f}[/]", highlight=False)
+
+
+def _interrupted(sweep: Sweep, trial: optuna.Trial, frozen: FrozenTrial, run_dirs: list[str],
+                 summary: WorkerSummary) -> None:
+    trial.set_user_attr(FAILURE, "interrupted (Ctrl-C / SIGTERM)")
+    trial.set_user_attr(FAILURE_KIND, "interrupted")
+    if run_dirs:
+        mark_mlflow(sweep.tracking_uri, Path(run_dirs[-1]), "KILLED", "interrupted (Ctrl-C / SIGTERM)")
+    sweep.study.tell(trial, state=TrialState.FAIL)
+    requeue(sweep.study, sweep.study._storage.get_trial(trial._trial_id), retry=False)
+    summary.interrupted.append(trial.number)
+
+
+def run_worker(spec: SweepSpec | str | Path, *, sweep_dir: str | Path | None = None, max_trials: int | None = None,
+               console: Console | None = None) -> WorkerSummary:
+    """Run trials until none is left (or `max_trials` ran). Raises SweepFailed when failures exceed max_failures."""
+    if not isinstance(spec, SweepSpec):
+        spec = SweepSpec.load(spec)
+    console = console or Console()
+    sweep = create(spec, sweep_dir)
+    if next((t for t in sweep.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))), None) is not None:
+        close_parent(sweep, "RUNNING")
+    os.environ["MTA_PARENT_RUN_ID"] = sweep.parent_run_id
+    summary = WorkerSummary()
+    from mta_lab.sweep.status import fail_stale
+
+    with _Signals() as signals:
+        try:
+            while max_trials is None or summary.ran < max_trials:
+                if signals.stop:
+                    summary.stopped = "interrupted"
+                    break
+                if spec.storage is not None:
+                    fail_stale(sweep)
+                trials = sweep.study.get_trials(deepcopy=False)
+                failed = failures(trials)
+                if len(failed) > spec.max_failures:
+                    close_parent(sweep, "FAILED")
+                    raise SweepFailed(failed_message(spec, failed))
+                trial = next_trial(sweep)
+                if trial is None:
+                    summary.stopped = "no trials left"
+                    break
+                with Heartbeat(sweep.study, trial):
+                    run_trial(sweep, trial, signals, console, summary)
+            else:
+                summary.stopped = f"max_trials={max_trials}"
+        except KeyboardInterrupt:
+            summary.stopped = "interrupted"
+    trials = sweep.study.get_trials(deepcopy=False)
+    failed = failures(trials)
+    if len(failed) > spec.max_failures:
+        close_parent(sweep, "FAILED")
+        raise SweepFailed(failed_message(spec, failed))
+    if summary.stopped == "no trials left" and not any(t.state in (TrialState.RUNNING, TrialState.WAITING)
+                                                       for t in trials):
+        close_parent(sweep, "FINISHED")
+    return summary
+
+
+def failed_message(spec: SweepSpec, failed: list[FrozenTrial]) -> str:
+    lines = [f"sweep {spec.name} stopped: {len(failed)} trials failed, more than max_failures={spec.max_failures}"]
+    for t in failed[:5]:
+        lines.append(f"  trial {t.number} ({t.user_attrs.get('variant', t.params)}): "
+                     f"{t.user_attrs.get(FAILURE, 'worker died')}")
+    lines.append("fix the cause (see `mta-lab sweep status`), or raise max_failures in the sweep file, then run again")
+    return "\n".join(lines)

@@ -1,0 +1,159 @@
+"""Every sweep file under sweeps/ loads into a SweepSpec and every trial it will run composes into a valid RunConfig.
+
+Ablation and scaling files: each fixed trial's overrides (base + variant) compose with Hydra and validate (the
+attention variant also against the model's heads and layers). HPO files: each space entry parses with Hydra's
+override grammar as a sweep (interval / tag(log, ...) / choice / range) and the space's end points compose.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import optuna
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+
+from mta_lab.conf import load_run_config
+from mta_lab.sweep.spec import SweepSpec
+
+SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
+FILES = sorted(SWEEPS.rglob("*.yaml")) + sorted(SWEEPS.rglob("*.yml"))
+IDS = [str(p.relative_to(SWEEPS)) for p in FILES]
+
+# The trial counts each shipped file promises in its header comment (and the reports rely on).
+EXPECTED_TRIALS = {
+    "paper/table5.yaml": 9,
+    "paper/kq_layers.yaml": 4,
+    "paper/head_kernel.yaml": 5,
+    "paper/kernel_init.yaml": 3,
+    "paper/kernel_size.yaml": 4,
+    "paper/toy_table1.yaml": 36,
+    "paper/scaling.yaml": 48,
+    "paper/hpo_lr_warmup.yaml": 30,
+    "tiny/table5_cpu.yaml": 10,
+    "tiny/hpo_cpu.yaml": 6,
+    "tiny/scaling_cpu.yaml": 24,
+    "tiny/toy_cpu.yaml": 12,
+}
+SAMPLER_CLASSES = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+                   "cmaes": optuna.samplers.CmaEsSampler, "qmc": optuna.samplers.QMCSampler,
+                   "grid": optuna.samplers.GridSampler}
+PRUNER_CLASSES = {"median": optuna.pruners.MedianPruner, "hyperband": optuna.pruners.HyperbandPruner,
+                  "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+                  "percentile": optuna.pruners.PercentilePruner}
+
+
+def test_the_sweep_tree_ships_every_kind_for_the_paper_and_for_the_cpu():
+    assert set(EXPECTED_TRIALS) == set(IDS), "a sweep file was added or removed: update EXPECTED_TRIALS"
+    for folder in ("paper", "tiny"):
+        kinds = {SweepSpec.load(p).kind for p in FILES if p.parent.name == folder}
+        assert kinds == {"ablation", "hpo", "scaling"}, folder
+    names = [SweepSpec.load(p).name for p in FILES]
+    assert len(set(names)) == len(names), "two sweep files share a name (a study name must be unique)"
+
+
+@pytest.mark.parametrize("path", FILES, ids=IDS)
+def test_sweep_file_loads_and_is_documented(path):
+    spec = SweepSpec.load(path)
+    assert spec.source == str(path)
+    assert path.read_text().startswith("#"), "each sweep file starts with a comment naming what it reproduces"
+    count = spec.hpo.n_trials if spec.kind == "hpo" else len(spec.fixed_trials())
+    assert count == EXPECTED_TRIALS[str(path.relative_to(SWEEPS))]
+    if spec.kind != "hpo":
+        plans = spec.fixed_trials()
+        assert len({(p.variant, p.seed) for p in plans}) == len(plans)
+
+
+def _check(config) -> None:
+    config.attention.check_model(n_heads=config.model.n_heads, n_layers=config.model.n_layers)
+
+
+@pytest.mark.parametrize("path", [p for p in FILES if SweepSpec.load(p).kind != "hpo"],
+                         ids=[i for p, i in zip(FILES, IDS, strict=True) if SweepSpec.load(p).kind != "hpo"])
+def test_every_fixed_trial_composes(path):
+    spec = SweepSpec.load(path)
+    seen: dict[str, object] = {}
+    for plan in spec.fixed_trials():
+        if plan.variant in seen:  # seeds differ only in the seed; one composition per variant
+            continue
+        config = load_run_config([*spec.base, *plan.overrides, f"train.seed={plan.seed}"], stamp="test")
+        _check(config)
+        seen[plan.variant] = config
+    # the variants really differ from each other (an override that silently does nothing would not)
+    configs = list(seen.values())
+    fingerprints = {repr((c.model, c.attention, c.data, c.train, c.optim)) for c in configs}
+    assert len(fingerprints) == len(configs)
+
+
+@pytest.mark.parametrize("path", [p for p in FILES if SweepSpec.load(p).kind == "hpo"],
+                         ids=[i for p, i in zip(FILES, IDS, strict=True) if SweepSpec.load(p).kind == "hpo"])
+def test_hpo_space_parses_with_hydra_and_composes(path):
+    spec = SweepSpec.load(path)
+    parser = OverridesParser.create()
+    low: list[str] = []
+    high: list[str] = []
+    for key, expression in spec.hpo.space.items():
+        override = parser.parse_override(f"{key}={expression}")
+        assert override.is_sweep_override(), f"{key}: {expression!r} is not a sweep expression"
+        sweep = override.value()
+        if isinstance(sweep, IntervalSweep):
+            assert sweep.start < sweep.end
+            ends = (sweep.start, sweep.end)
+        elif isinstance(sweep, RangeSweep):
+            values = list(override.sweep_iterator())
+            assert values, f"{key}: empty range"
+            ends = (values[0], values[-1])
+        else:
+            assert isinstance(sweep, ChoiceSweep)
+            values = list(override.sweep_iterator())
+            assert len(values) >= 2
+            ends = (values[0], values[-1])
+        low.append(f"{key}={ends[0]}")
+        high.append(f"{key}={ends[1]}")
+    for point in (low, high):
+        config = load_run_config([*spec.base, *point], stamp="test")
+        _check(config)
+    # sampler and pruner options are real keyword arguments of the Optuna classes they name
+    sampler = inspect.signature(SAMPLER_CLASSES[spec.hpo.sampler.name]).parameters
+    assert set(spec.hpo.sampler.options) <= set(sampler), spec.hpo.sampler.options
+    if spec.hpo.pruner.name != "none":
+        pruner = inspect.signature(PRUNER_CLASSES[spec.hpo.pruner.name]).parameters
+        assert set(spec.hpo.pruner.options) <= set(pruner), spec.hpo.pruner.options
+        PRUNER_CLASSES[spec.hpo.pruner.name](**spec.hpo.pruner.options)
+    SAMPLER_CLASSES[spec.hpo.sampler.name](seed=spec.hpo.sampler.seed, **spec.hpo.sampler.options)
+
+
+def test_paper_table5_covers_every_table5_preset():
+    from mta_lab.attention.presets import PRESETS
+
+    spec = SweepSpec.load(SWEEPS / "paper" / "table5.yaml")
+    used = {o.split("=", 1)[1] for v in spec.ablation.variants.values() for o in v if o.startswith("attention=")}
+    assert used == {name for name in PRESETS if name.startswith("t5_")} | {"transformer"}
+    assert spec.baseline == "transformer"
+
+
+def test_paper_toy_sweep_runs_all_twelve_experiments_with_three_seeds():
+    spec = SweepSpec.load(SWEEPS / "paper" / "toy_table1.yaml")
+    experiments = {o for v in spec.ablation.variants.values() for o in v}
+    assert experiments == {f"experiment=toy_n{n}_{a}_{m}" for n in (5, 8) for a in ("all", "first", "last")
+                           for m in ("transformer", "mta")}
+    assert spec.seeds == (0, 1, 2)
+    cpu = SweepSpec.load(SWEEPS / "tiny" / "toy_cpu.yaml")
+    config = load_run_config([*cpu.base, *cpu.ablation.variants["n8_last_mta"]], stamp="test")
+    assert (config.data.toy_n, config.data.toy_variant, config.data.toy_train_samples) == (8, "last", 2000)
+
+
+def test_paper_knob_sweeps_change_what_they_claim():
+    def attention(file: str, variant: str):
+        spec = SweepSpec.load(SWEEPS / "paper" / file)
+        return load_run_config([*spec.base, *spec.ablation.variants[variant]], stamp="test").attention
+
+    assert [attention("kq_layers.yaml", f"kq_{n}_layers").kq_layers for n in (2, 4, 6)] == [
+        (6, 18), (2, 8, 14, 20), (2, 6, 10, 14, 18, 22)]
+    assert [attention("head_kernel.yaml", f"c_h_{c}").head_post_group for c in (2, 4, 8, 16)] == [2, 4, 8, 16]
+    assert [attention("kernel_init.yaml", v).kernel_init for v in ("identity", "zero", "const")] == [
+        "identity", "zero", "const"]
+    assert [attention("kernel_size.yaml", f"kq_{k}").kq_pre for k in ("4x9", "6x11", "8x13")] == [
+        (4, 9), (6, 11), (8, 13)]
