@@ -15,6 +15,7 @@ from mta_lab.attention.spec import SpecError
 from mta_lab.commands import attention as attention_cmd
 from mta_lab.commands import bench as bench_cmd
 from mta_lab.commands import count as count_cmd
+from mta_lab.commands import demo as demo_cmd
 from mta_lab.commands import eval as eval_cmd
 from mta_lab.commands import report as report_cmd
 from mta_lab.commands import sweep as sweep_cmd
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mta-lab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    demo_cmd.add_parser(sub)
     attention_cmd.add_parser(sub)
     count_cmd.add_parser(sub)
     train_cmd.add_parser(sub)

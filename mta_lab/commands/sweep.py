@@ -46,8 +46,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _spec(args):
+    """The sweep file of the command (every subcommand starts here); library INFO lines are silenced."""
+    from mta_lab.quiet import quiet_third_party
     from mta_lab.sweep.spec import SweepSpec
 
+    quiet_third_party()
     return SweepSpec.load(args.sweep_file)
 
 

@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from mta_lab.model.accounting import count_parameters, flops_per_token
+from mta_lab.quiet import quiet_third_party
 from mta_lab.train.checkpoints import checkpoint_dir, checkpoint_step, latest_checkpoint
 from mta_lab.train.config import ConfigError, RunConfig
 
@@ -119,7 +120,7 @@ def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None
     from mta_lab.data import build_data
     from mta_lab.train.strategies import resolve_accelerator
 
-    _quiet_third_party()
+    quiet_third_party()
     run_dir = Path(run.run_dir)
     accelerator = resolve_accelerator(run.trainer)
     world = run.trainer.devices * run.trainer.num_nodes
@@ -213,18 +214,6 @@ def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None
 
 def _rich_ok() -> bool:
     return os.environ.get("TERM", "") != "dumb"
-
-
-def _quiet_third_party() -> None:
-    """Drop library noise that says nothing about the run (tips, deprecations inside Lightning)."""
-    import logging
-    import warnings
-
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
-    for message in (r".*isinstance\(treespec, LeafSpec\).*", r".*IterableDataset. has .__len__. defined.*",
-                    r".*smaller than the logging interval.*", r".*does not have many workers.*"):
-        warnings.filterwarnings("ignore", message=message)
 
 
 def _progress_bar():

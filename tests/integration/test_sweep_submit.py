@@ -39,7 +39,7 @@ def test_submit_writes_one_job_array_through_sbatch(tmp_path, monkeypatch):
     assert ids == ["4242_0", "4242_1", "4242_2"]
     script = capture.read_text()
     assert script == sbatch_script(spec, sweep_dir, profile, workers=3)  # the dry run shows what sbatch gets
-    for flag in ("--array=0-2%3", "--partition=gpu", "--gpus-per-node=8", "--ntasks-per-node=8", "--time=2880"):
+    for flag in ("--array=0-2%3", "--partition=gpu", "--gpus-per-node=1", "--ntasks-per-node=1", "--time=2880"):
         assert f"#SBATCH {flag}" in script.splitlines()
     assert "module load cuda/12.4" in script and script.index("module load") < script.index("\nsrun ")
     # one pickled worker call per array index, with the profile's storage replacing the sweep file's (and the

@@ -57,9 +57,9 @@ def test_example_slurm_sbatch_script(tmp_path):
     spec = SweepSpec.load(CONF_DIR.parent / "sweeps" / "tiny" / "table5_cpu.yaml")
     script = sbatch_script(spec, tmp_path, ClusterProfile.load("example_slurm"), workers=6)
     lines = script.splitlines()
-    for flag in ("--partition=gpu", "--account=my_project", "--qos=normal", "--gpus-per-node=8",
-                 "--ntasks-per-node=8", "--cpus-per-task=12", "--mem=480GB", "--time=2880", "--constraint=h100",
-                 "--nodes=1", "--array=0-5%4", "--exclusive", "--job-name=mta-sweep-table5_cpu"):
+    for flag in ("--partition=gpu", "--account=my_project", "--qos=normal", "--gpus-per-node=1",
+                 "--ntasks-per-node=1", "--cpus-per-task=12", "--mem=64GB", "--time=2880", "--constraint=h100",
+                 "--nodes=1", "--array=0-5%6", "--mail-type=FAIL", "--job-name=mta-sweep-table5_cpu"):
         assert f"#SBATCH {flag}" in lines, flag
     setup = lines.index("# setup")
     assert lines[setup + 1:setup + 5] == ["module load cuda/12.4", "source $HOME/mta-lab/.venv/bin/activate",

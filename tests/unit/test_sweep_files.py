@@ -36,6 +36,7 @@ EXPECTED_TRIALS = {
     "tiny/hpo_cpu.yaml": 6,
     "tiny/scaling_cpu.yaml": 24,
     "tiny/toy_cpu.yaml": 12,
+    "tiny/demo.yaml": 6,
 }
 SAMPLER_CLASSES = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
                    "cmaes": optuna.samplers.CmaEsSampler, "qmc": optuna.samplers.QMCSampler,
