@@ -8,7 +8,6 @@ inspect and repair the study.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 
 from rich.console import Console
 
@@ -24,6 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument("sweep_file", metavar="SWEEP_FILE", help="a sweep YAML file, e.g. sweeps/tiny/table5_cpu.yaml")
         p.add_argument("--dir", default=None, help="sweep directory (journal, MLflow db, runs); "
                        "default runs/sweeps/<name>")
+        p.add_argument("--storage", default=None, metavar="URL",
+                       help="Optuna storage URL replacing the file's (e.g. the PostgreSQL URL of a cluster profile)")
         p.set_defaults(handler=handler)
         return p
 
@@ -35,14 +36,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     action("status", "show trial states, best so far, per-variant results and ETA", _status)
     action("reap", "fail trials whose worker process is gone, mark their MLflow runs FAILED, retry them", _reap)
     action("best", "print the best trial (HPO) or variant (ablation/scaling)", _best)
-    if importlib.util.find_spec("mta_lab.sweep.slurm") is not None:
-        submit = action("submit", "submit workers as a SLURM job array (submitit) with a cluster profile", _submit)
-        submit.add_argument("--cluster", required=True, help="cluster profile: a name under conf/cluster/ "
-                            "(e.g. example_slurm, local) or a YAML path")
-        submit.add_argument("--workers", type=int, default=1, help="number of array jobs (workers), default 1")
-        submit.add_argument("--executor", choices=("slurm", "local"), default=None,
-                            help="override the profile's executor (local: submitit's local executor, no sbatch)")
-        submit.add_argument("--max-trials", type=int, default=None, help="each worker stops after this many trials")
+    submit = action("submit", "submit workers as a SLURM job array (submitit) with a cluster profile", _submit)
+    submit.add_argument("--cluster", required=True, help="cluster profile: a name under conf/cluster/ "
+                        "(e.g. example_slurm, local) or a YAML path")
+    submit.add_argument("--workers", type=int, default=1, help="number of array jobs (workers), default 1")
+    submit.add_argument("--executor", choices=("slurm", "local"), default=None,
+                        help="override the profile's executor (local: submitit's local executor, no sbatch)")
+    submit.add_argument("--max-trials", type=int, default=None, help="each worker stops after this many trials")
 
 
 def _spec(args):
@@ -51,7 +51,12 @@ def _spec(args):
     from mta_lab.sweep.spec import SweepSpec
 
     quiet_third_party()
-    return SweepSpec.load(args.sweep_file)
+    spec = SweepSpec.load(args.sweep_file)
+    if args.storage:
+        from dataclasses import replace
+
+        spec = replace(spec, storage=args.storage)  # validated again
+    return spec
 
 
 def _create(args) -> int:
