@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 import yaml
 
 from mta_lab.model.accounting import count_parameters, flops_per_token
@@ -226,15 +225,3 @@ def _progress_bar():
             return "train"
 
     return StepProgressBar() if _rich_ok() else TQDMProgressBar()
-
-
-def load_exported(path: str | Path, map_location: str = "cpu"):
-    """(model, payload) from a `final/model.pt` export: a plain nn.Module in eval mode, no Lightning needed."""
-    from mta_lab.attention.spec import AttentionSpec
-    from mta_lab.model.config import ModelConfig
-    from mta_lab.model.transformer import build_model
-
-    payload = torch.load(path, map_location=map_location, weights_only=False)
-    model = build_model(ModelConfig.from_dict(payload["model"]), AttentionSpec.from_dict(payload["attention"]))
-    model.load_state_dict(payload["state_dict"])
-    return model.eval(), payload

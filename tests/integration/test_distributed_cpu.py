@@ -9,8 +9,8 @@ import pytest
 from integration_helpers import client_for, history, run_cli, runs_in, sqlite_uri, steps_of, tiny
 
 from mta_lab.conf import load_run_config
+from mta_lab.eval.checkpoint import load_model as load_exported
 from mta_lab.model.transformer import build_model
-from mta_lab.train.entry import load_exported
 
 BATCH, SEQ = 4, 64
 

@@ -14,8 +14,9 @@ import yaml
 from integration_helpers import REPO, client_for, history, steps_of, tiny
 
 from mta_lab.conf import load_run_config
+from mta_lab.eval.checkpoint import load_model as load_exported
 from mta_lab.train.config import RunConfig
-from mta_lab.train.entry import config_hash, load_exported, train
+from mta_lab.train.entry import config_hash, train
 
 SHAKESPEARE_DOMAINS = ("comedies", "histories", "problems", "roman", "romances", "tragedies")
 STEPS, VAL_EVERY, VAL_BATCHES, BATCH, SEQ = 30, 15, 2, 4, 64
