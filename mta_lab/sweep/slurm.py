@@ -12,10 +12,10 @@ Multi-GPU trials (DDP). A profile with `gpus_per_node: G` sets `tasks_per_node: 
 refused): submitit writes `#SBATCH --ntasks-per-node=G` and launches the job's command through `srun`, so SLURM
 starts G copies of the worker on each node, one per GPU, and sets SLURM_PROCID / SLURM_LOCALID / SLURM_NTASKS /
 SLURM_NODELIST for each. Lightning's SLURMEnvironment reads those, so every copy becomes one DDP rank of the same
-trial: ranks never come from Lightning re-launching a command line. `run_worker` is therefore entered on every
-rank of an array job, and all ranks of one job must train the same trial. The current worker asks the study on
-every rank (it is not rank-aware yet), so use profiles with gpus_per_node <= 1 until it picks the trial on global
-rank 0 and shares it with the other ranks; the sbatch side (ntasks-per-node, srun) is already in place for that.
+trial: ranks never come from Lightning re-launching a command line. `run_worker` is entered on every rank of an
+array job: rank 0 asks the study and hands each trial to the other ranks (mta_lab/sweep/ranks.py), so all ranks
+of one job train the same trial. The sweep's base must ask for the same devices (`trainer=ddp
+trainer.devices=G`, and `trainer.num_nodes` for several nodes).
 
 The profile's `env` is exported in the sbatch script and set again inside the job before the worker starts (the
 local executor has no script), e.g. MLFLOW_TRACKING_URI of a shared MLflow server; `setup` lines (module load,

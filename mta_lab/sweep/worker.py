@@ -21,8 +21,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
+from mta_lab.sweep.ranks import Handoff, task_group
 from mta_lab.sweep.spec import SweepSpec
-from mta_lab.sweep.study import Sweep, close_parent, create
+from mta_lab.sweep.study import Sweep, close_parent, create, open_sweep, resolve_dir
 
 FAILURE = "mta.failure"  # user attr: the reason a trial failed
 FAILURE_KIND = "mta.failure_kind"  # error | diverged | died | interrupted (interrupted ones are not failures)
@@ -233,7 +234,8 @@ def _value(metrics: dict, metric: str) -> float:
     return float(value)
 
 
-def run_trial(sweep: Sweep, trial: optuna.Trial, signals: _Signals, console: Console, summary: WorkerSummary) -> None:
+def run_trial(sweep: Sweep, trial: optuna.Trial, signals: _Signals, console: Console, summary: WorkerSummary,
+              handoff: Handoff | None = None) -> None:
     from mta_lab.errors import TrainingDiverged
     from mta_lab.sweep.pruning import OptunaPruning
     from mta_lab.train.entry import train
@@ -257,8 +259,10 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, signals: _Signals, console: Con
             trial.set_user_attr("mta.run_dirs", run_dirs)
             console.print(f"[bold]{label}[/] seed {seed}: training {name}", highlight=False)
             callbacks = []
-            if spec.hpo is not None and spec.hpo.pruner.name != "none" and i == 0:
+            if spec.hpo is not None and spec.hpo.pruner.name != "none" and i == 0 and handoff is None:
                 callbacks.append(OptunaPruning(trial, spec.hpo.report_metric))
+            if handoff is not None:  # the other srun tasks join this training as DDP ranks
+                handoff.announce(frozen.number, seed, params)
             signals.training = True
             try:
                 result = train(config, progress=False, extra_callbacks=callbacks)
@@ -312,6 +316,10 @@ def run_worker(spec: SweepSpec | str | Path, *, sweep_dir: str | Path | None = N
     if not isinstance(spec, SweepSpec):
         spec = SweepSpec.load(spec)
     console = console or Console()
+    group = task_group()
+    if not group.leader:  # another srun task of a multi-GPU trial: train what rank 0 hands over
+        return follow(spec, sweep_dir, Handoff(resolve_dir(spec, sweep_dir), group), console)
+    handoff = Handoff(resolve_dir(spec, sweep_dir), group) if group.world > 1 else None
     sweep = create(spec, sweep_dir)
     if next((t for t in sweep.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))), None) is not None:
         close_parent(sweep, "RUNNING")
@@ -337,11 +345,14 @@ def run_worker(spec: SweepSpec | str | Path, *, sweep_dir: str | Path | None = N
                     summary.stopped = "no trials left"
                     break
                 with Heartbeat(sweep.study, trial):
-                    run_trial(sweep, trial, signals, console, summary)
+                    run_trial(sweep, trial, signals, console, summary, handoff)
             else:
                 summary.stopped = f"max_trials={max_trials}"
         except KeyboardInterrupt:
             summary.stopped = "interrupted"
+        finally:
+            if handoff is not None:
+                handoff.finish()
     trials = sweep.study.get_trials(deepcopy=False)
     failed = failures(trials)
     if len(failed) > spec.max_failures:
@@ -351,6 +362,28 @@ def run_worker(spec: SweepSpec | str | Path, *, sweep_dir: str | Path | None = N
                                                        for t in trials):
         close_parent(sweep, "FINISHED")
     return summary
+
+
+def follow(spec: SweepSpec, sweep_dir: str | Path | None, handoff: Handoff, console: Console) -> WorkerSummary:
+    """A rank > 0 of a multi-GPU trial: compose and train what rank 0 announces, until it says stop. Rank 0
+    records every result; a follower's own failure is only printed (rank 0's training fails with it)."""
+    from mta_lab.train.entry import train
+
+    summary = WorkerSummary()
+    sweep = None
+    while True:
+        record = handoff.next()
+        if record.get("stop"):
+            summary.stopped = "rank 0 stopped"
+            return summary
+        sweep = sweep or open_sweep(spec, sweep_dir)  # rank 0 created it before its first record
+        frozen = sweep.study._storage.get_trial(sweep.study._storage.get_trial_id_from_study_id_trial_number(
+            sweep.study._study_id, record["trial"]))
+        _, config = compose(sweep, frozen, record["seed"], record["params"])
+        try:
+            train(config, progress=False)
+        except Exception as err:  # noqa: BLE001 - rank 0 records the trial's failure
+            console.print(f"rank {task_group().rank}: trial {record['trial']} failed here too: {err}")
 
 
 def failed_message(spec: SweepSpec, failed: list[FrozenTrial]) -> str:
