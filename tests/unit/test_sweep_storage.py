@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 
 import optuna
 import pytest
-import torch
 
-from mta_lab.sweep.pruning import OptunaPruning
 from mta_lab.sweep.spec import SweepSpec
 from mta_lab.sweep.storage import SweepStorageError, open_storage
 
@@ -45,20 +42,3 @@ def test_bad_or_unreachable_url_is_one_clear_error(tmp_path, url, message):
         open_storage(spec(url), tmp_path)
     assert message in str(err.value) and "secret" not in str(err.value)
     assert time.monotonic() - started < 30
-
-
-def test_pruning_callback_reports_and_prunes():
-    study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=5.0))
-    trial = study.ask()
-    callback = OptunaPruning(trial, "val/loss")
-    trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, global_step=2,
-                              callback_metrics={"val/loss": torch.tensor(4.0)})
-    callback.on_validation_end(trainer, None)  # below the threshold: reported, not pruned
-    trainer.global_step, trainer.callback_metrics = 4, {"val/loss": torch.tensor(6.0)}
-    with pytest.raises(optuna.TrialPruned, match="pruned at step 4: val/loss=6"):
-        callback.on_validation_end(trainer, None)
-    assert callback.reported == [(2, 4.0), (4, 6.0)]
-    assert study.trials[0].intermediate_values == {2: 4.0, 4: 6.0}
-    trainer.sanity_checking = True  # the sanity check is never reported
-    callback.on_validation_end(trainer, None)
-    assert len(callback.reported) == 2
