@@ -40,13 +40,3 @@ class MLflowRunLogger(Logger):
     @rank_zero_only
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
         """Params are curated and logged by the entry point, not dumped from hparams."""
-
-    @rank_zero_only
-    def save(self) -> None:
-        if self.handle is not None:
-            self.handle.flush()
-
-    @rank_zero_only
-    def finalize(self, status: str) -> None:
-        if self.handle is not None:
-            self.handle.flush()

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from mta_lab.errors import TrackingError
@@ -56,7 +56,8 @@ def git_sha() -> str:
 
 
 class RunHandle:
-    """One MLflow run, created or resumed; writes are batched, steps at or below `resume_floor` are dropped."""
+    """One MLflow run, created or resumed; metrics are written at once, steps at or below `resume_floor` (already
+    logged before an interruption) are dropped."""
 
     def __init__(self, uri: str, experiment: str, *, run_id: str | None = None, run_name: str | None = None,
                  tags: Mapping[str, str] | None = None, parent_run_id: str | None = None) -> None:
@@ -80,7 +81,6 @@ class RunHandle:
             self.run_id = run.info.run_id
             self.resume_floor = -1
         self.experiment_id = run.info.experiment_id
-        self._pending: list[Metric] = []
 
     def _last_logged_step(self) -> int:
         run = self.client.get_run(self.run_id)
@@ -96,27 +96,19 @@ class RunHandle:
         if step <= self.resume_floor and not force:
             return
         # Written at once, so a killed run loses nothing it logged (a resume relies on it).
-        self._pending.extend(Metric(k, float(v), timestamp_ms, step) for k, v in metrics.items())
-        self.flush()
-
-    def flush(self) -> None:
-        while self._pending:
-            chunk, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            self.client.log_batch(self.run_id, metrics=chunk)
+        points = [Metric(k, float(v), timestamp_ms, step) for k, v in metrics.items()]
+        for i in range(0, len(points), MAX_BATCH):
+            self.client.log_batch(self.run_id, metrics=points[i:i + MAX_BATCH])
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 90):
             self.client.log_batch(self.run_id, params=items[i:i + 90])
 
-    def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
-
     def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, path, artifact_path)
 
     def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
-        self.flush()
         if reason:
             self.client.set_tag(self.run_id, "mta.failure_reason", reason[:5000])
         self.client.set_terminated(self.run_id, status=status)

@@ -1,4 +1,4 @@
-"""Callbacks: throughput and MFU, metric flushing at checkpoints."""
+"""Callbacks: throughput (tokens/s) and MFU."""
 
 from __future__ import annotations
 
