@@ -14,3 +14,12 @@ def known_fields(cls: type, data: Mapping[str, Any], section: str, error: type[E
     if unknown:
         raise error(f"{section}: unknown field(s) {', '.join(unknown)}; allowed fields: {', '.join(sorted(known))}")
     return dict(data)
+
+
+def plain(value: Any) -> Any:
+    """`value` as YAML/JSON-ready containers: tuples become lists, mapping keys strings, recursively."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value

@@ -30,10 +30,6 @@ class ParamBreakdown:
     def total(self) -> int:
         return self.embeddings + self.attention + self.mlp + self.norms + self.attention_extras
 
-    @property
-    def non_embedding(self) -> int:
-        return self.total - self.embeddings
-
 
 def count_parameters(config: ModelConfig, spec: AttentionSpec) -> ParamBreakdown:
     d, layers = config.dim, config.n_layers

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import optuna
 
+from mta_lab.fields import plain
 from mta_lab.sweep.spec import SweepSpec
 
 ATTR_SPEC = "mta.spec"
@@ -57,15 +58,7 @@ def tracking_of(spec: SweepSpec, sweep_dir: Path) -> tuple[str, str]:
 def spec_dict(spec: SweepSpec) -> dict:
     data = dataclasses.asdict(spec)
     data.pop("source", None)
-    return _plain(data)
-
-
-def _plain(value):
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
+    return plain(data)
 
 
 @contextmanager
@@ -144,7 +137,7 @@ def create(spec: SweepSpec, sweep_dir: str | Path | None = None) -> Sweep:
         if ATTR_SPEC not in attrs:
             study.set_user_attr(ATTR_SPEC, spec_dict(spec))
             study.set_user_attr(ATTR_GIT, git_sha())
-            study.set_user_attr(ATTR_BASE, _plain(load_run_config(list(spec.base), stamp="base").to_dict()))
+            study.set_user_attr(ATTR_BASE, plain(load_run_config(list(spec.base), stamp="base").to_dict()))
         parent = attrs.get(ATTR_PARENT) or _parent_run(spec, uri, experiment, sweep_dir)
         if ATTR_PARENT not in attrs:
             study.set_user_attr(ATTR_PARENT, parent)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from mta_lab.attention.spec import AttentionSpec
-from mta_lab.fields import known_fields
+from mta_lab.fields import known_fields, plain
 from mta_lab.model.config import ModelConfig
 
 
@@ -163,9 +163,6 @@ class TrackingConfig:
                   "or a tracking server URL (http://host:5000); the ./mlruns file store is not supported")
 
 
-RESUME = ("never", "auto")
-
-
 @dataclass(frozen=True)
 class RunConfig:
     """Everything one training run needs. `name` and `root` place it: run dir = <root>/<name>."""
@@ -227,13 +224,5 @@ class RunConfig:
         for key in ("model", "attention", "data"):
             out[key] = out[key].to_dict() if hasattr(out[key], "to_dict") else asdict(out[key])
         for key in ("optim", "train", "trainer", "tracking"):
-            out[key] = _plain(asdict(out[key]))
+            out[key] = plain(asdict(out[key]))
         return out
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, tuple):
-        return [_plain(x) for x in obj]
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    return obj

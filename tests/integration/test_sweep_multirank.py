@@ -6,22 +6,15 @@ SLURM environment forms the DDP group (gloo on CPU). One MLflow run per trial, t
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 
 import optuna
 import pytest
 import yaml
-from integration_helpers import REPO, clean_env
+from integration_helpers import REPO, clean_env, free_port
 
 from mta_lab.sweep.ranks import Handoff, TaskGroup
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_handoff_records_arrive_in_order(tmp_path):
@@ -46,7 +39,7 @@ def test_two_srun_tasks_train_each_trial_together(tmp_path, data_cache):
     sweep_file = tmp_path / "ranks.yaml"
     sweep_file.write_text(yaml.safe_dump(spec, sort_keys=False))
     sweep_dir = tmp_path / "sweep"
-    port = _free_port()
+    port = free_port()
     procs = []
     for rank in (0, 1):
         env = clean_env(SLURM_NTASKS="2", SLURM_NTASKS_PER_NODE="2", SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank),
