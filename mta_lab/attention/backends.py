@@ -1,8 +1,10 @@
 """Registry of implementations of the MTA op.
 
 Each backend is a function with the signature of `functional.multi_token_attention`, computing the same
-function (tested against the eager reference). `resolve_backend("auto", ...)` picks the fastest available
-backend that supports the device; fused backends register themselves with a higher priority.
+function (tested against the eager reference). A backend says which devices it runs on (`supports`) and which
+calls it handles (`accepts`, given the op's keyword arguments: some fast paths cover only some options).
+`resolve_backend("auto", device, options)` picks the highest-priority backend that runs there and accepts the
+call; the eager reference accepts everything, so "auto" always resolves.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class Backend:
     priority: int  # higher wins under backend="auto"
     supports: Callable[[torch.device], bool]
     description: str
+    accepts: Callable[[dict], bool]  # op keyword arguments (kq_pre=..., head_pre=..., ...) -> handled?
 
 
 _REGISTRY: dict[str, Backend] = {}
@@ -36,10 +39,11 @@ def register_backend(
     priority: int,
     supports: Callable[[torch.device], bool],
     description: str,
+    accepts: Callable[[dict], bool] = lambda options: True,
 ) -> None:
     if name == "auto":
         raise ValueError("'auto' is reserved for automatic selection")
-    _REGISTRY[name] = Backend(name, fn, priority, supports, description)
+    _REGISTRY[name] = Backend(name, fn, priority, supports, description, accepts)
 
 
 def backend_names() -> tuple[str, ...]:
@@ -50,13 +54,15 @@ def backends() -> tuple[Backend, ...]:
     return tuple(sorted(_REGISTRY.values(), key=lambda b: -b.priority))
 
 
-def resolve_backend(name: str, device: torch.device | str) -> Backend:
-    """The backend for `name` ("auto" or a registered name) on `device`; a clear error if unusable."""
+def resolve_backend(name: str, device: torch.device | str, options: dict | None = None) -> Backend:
+    """The backend for `name` ("auto" or a registered name) on `device` for a call with keyword arguments
+    `options` (None: any call); a clear error if unusable."""
     device = torch.device(device)
+    options = options or {}
     if name == "auto":
-        usable = [b for b in backends() if b.supports(device)]
+        usable = [b for b in backends() if b.supports(device) and b.accepts(options)]
         if not usable:
-            raise RuntimeError(f"no attention backend supports device {device}")
+            raise RuntimeError(f"no attention backend supports device {device} for this call")
         return usable[0]
     if name not in _REGISTRY:
         raise ValueError(f"attention backend {name!r} is unknown; registered: {', '.join(backend_names())}")
@@ -65,6 +71,11 @@ def resolve_backend(name: str, device: torch.device | str) -> Backend:
         usable = [b.name for b in backends() if b.supports(device)]
         raise RuntimeError(
             f"attention backend {name!r} does not run on {device}; use backend=auto or one of: {', '.join(usable)}"
+        )
+    if options and not backend.accepts(options):
+        raise RuntimeError(
+            f"attention backend {name!r} does not implement this layer's options "
+            f"({', '.join(k for k, v in options.items() if v is not None and k != 'dropout_p')}); use backend=auto"
         )
     return backend
 

@@ -144,9 +144,10 @@ class MultiTokenAttention(AttentionBase):
     def attend(self, q, k, v, cos, sin):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if self.mixes_scores:
-            op = resolve_backend(self.spec.backend, q.device).fn
-            out = op(q, k, v, kq_pre=self.kq_pre, head_pre=self.head_pre, kq_post=self.kq_post,
-                     head_post=self.head_post, pad_key=self.spec.pad_key, dropout_p=self.dropout_p)
+            options = dict(kq_pre=self.kq_pre, head_pre=self.head_pre, kq_post=self.kq_post,
+                           head_post=self.head_post, pad_key=self.spec.pad_key, dropout_p=self.dropout_p)
+            op = resolve_backend(self.spec.backend, q.device, options).fn
+            out = op(q, k, v, **options)
         else:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout_p)
         if self.norm_weight is not None:  # step 9: one weight of size d shared by all heads
