@@ -87,3 +87,5 @@ register_backend(
     supports=lambda device: True,
     description="reference: materialised B×H×T×T scores, any device and dtype",
 )
+from mta_lab.attention import chunked as _chunked  # noqa: E402,F401  (registers "chunked")
+from mta_lab.attention import flex as _flex  # noqa: E402,F401  (registers "flex")
