@@ -31,6 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     action("create", "create the study, the MLflow parent run and the fixed trials (idempotent)", _create)
     run = action("run", "run N local worker processes until the sweep is done (Ctrl-C stops them cleanly)", _run)
     run.add_argument("--workers", type=int, default=1, help="number of worker processes (default 1)")
+    run.add_argument("--gpus", default=None, metavar="IDS",
+                     help="comma list of GPU ids shared round-robin by the workers (worker i sees GPU ids[i %% n] "
+                     "through CUDA_VISIBLE_DEVICES); e.g. --workers 12 --gpus 0,1,2 runs 4 trainings per GPU")
     worker = action("worker", "run one worker: ask -> compose -> train -> tell until no trial is left", _worker)
     worker.add_argument("--max-trials", type=int, default=None, help="stop after this many trials")
     action("status", "show trial states, best so far, per-variant results and ETA", _status)
@@ -77,12 +80,12 @@ def _sweep_failed(err) -> int:
 
 
 def _run(args) -> int:
-    from mta_lab.sweep.local import run_local
+    from mta_lab.sweep.local import parse_gpu_ids, run_local
     from mta_lab.sweep.status import render_status
     from mta_lab.sweep.study import open_sweep
 
     spec, console = _spec(args), Console()
-    summary = run_local(spec, args.dir, workers=args.workers, console=console)
+    summary = run_local(spec, args.dir, workers=args.workers, gpus=parse_gpu_ids(args.gpus), console=console)
     render_status(open_sweep(spec, args.dir), console)
     if summary.interrupted:
         console.print("interrupted; run the same command again to continue the sweep")

@@ -35,9 +35,22 @@ def worker_command(spec: SweepSpec, sweep_dir: Path) -> list[str]:
             "--dir", str(sweep_dir)]
 
 
+def parse_gpu_ids(text: str | None) -> list[str] | None:
+    """'0,1,2' -> ['0', '1', '2']; None stays None (workers inherit the environment's GPUs)."""
+    if text is None:
+        return None
+    ids = [part.strip() for part in text.split(",")]
+    if not ids or any(not part.isdigit() for part in ids):
+        raise ValueError(f"--gpus {text!r}: expected a comma list of GPU ids such as 0,1,2")
+    return ids
+
+
 def run_local(spec: SweepSpec, sweep_dir: str | Path | None = None, *, workers: int = 1, grace_s: float = 60.0,
-              console: Console | None = None) -> RunSummary:
-    """Create the sweep (idempotent), start `workers` worker processes, wait for them. Returns their exit codes."""
+              gpus: list[str] | None = None, console: Console | None = None) -> RunSummary:
+    """Create the sweep (idempotent), start `workers` worker processes, wait for them. Returns their exit codes.
+
+    gpus: worker i runs with CUDA_VISIBLE_DEVICES=gpus[i % len(gpus)] (several small trainings share a GPU).
+    """
     from mta_lab.sweep.status import reap
 
     if workers < 1:
@@ -72,9 +85,11 @@ def run_local(spec: SweepSpec, sweep_dir: str | Path | None = None, *, workers: 
     try:
         for i in range(workers):
             log = open(logs / f"worker-{stamp}-{i}.log", "w")  # noqa: SIM115 - closed with the process
-            procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env))
+            worker_env = {**env, "CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]} if gpus else env
+            procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=worker_env))
             log.close()
-        console.print(f"sweep {spec.name}: {workers} worker(s) started, logs in {logs}", highlight=False)
+        where = f" on GPUs {','.join(gpus)}" if gpus else ""
+        console.print(f"sweep {spec.name}: {workers} worker(s) started{where}, logs in {logs}", highlight=False)
         deadline = None
         while any(p.poll() is None for p in procs):
             if interrupted and deadline is None:
