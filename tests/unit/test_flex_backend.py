@@ -90,12 +90,24 @@ def test_registry_routes_only_what_flex_implements():
         resolve_backend("flex", "cpu", {"kq_pre": kernel})
 
 
-GPU_SHAPES = [(2, 3, 37, 16), (1, 2, 5, 32), (2, 16, 300, 64), (1, 4, 1024, 96), (1, 2, 320, 128)]
+# Each case compiles a kernel, so the GPU matrix is a chosen list: the toy model's heads (d = 128, T = 320),
+# the 880M's (d = 96) with the paper's 6x11, tiny T, T shorter than the kernel, T not a multiple of a tile,
+# B·H large, every pad_key.
+GPU_CASES = [
+    ((2, 2, 320, 128), (2, 9, "both")),
+    ((2, 2, 326, 128), (2, 15, "both")),
+    ((1, 4, 1000, 96), (6, 11, "both")),
+    ((2, 16, 300, 64), (4, 9, "right")),
+    ((1, 2, 5, 32), (6, 11, "left")),
+    ((3, 3, 37, 16), (3, 4, "right")),
+    ((1, 1, 1, 16), (2, 9, "both")),
+    ((32, 8, 130, 32), (1, 3, "both")),
+]
 
 
 @needs_cuda
 @pytest.mark.parametrize(("shape", "kernel", "dtype"), [
-    (s, k, dt) for s, k, dt in itertools.product(GPU_SHAPES, KERNELS, (torch.float32, torch.bfloat16))
+    (s, k, dt) for (s, k), dt in itertools.product(GPU_CASES, (torch.float32, torch.bfloat16))
 ])
 def test_flex_backend_on_gpu_matches_eager(shape, kernel, dtype):
     c_q, c_k, pad_key = kernel
@@ -115,3 +127,31 @@ def test_flex_backend_on_gpu_matches_eager(shape, kernel, dtype):
     for name, a, b in zip("q k v kernel".split(), got, expected, strict=True):
         assert torch.isfinite(a).all(), name
         assert rel_err(a, b) < budget * 2, name
+
+
+@needs_cuda
+def test_model_on_gpu_uses_flex_and_matches_the_eager_backend():
+    from dataclasses import replace
+
+    from mta_lab.attention.presets import load_preset
+    from mta_lab.model.config import load_model_preset
+    from mta_lab.model.transformer import build_model
+
+    spec = replace(load_preset("t5_kq_6x11"), kernel_init="uniform")  # random kernels
+    config = load_model_preset("tiny", max_seq_len=300)
+    torch.manual_seed(0)
+    fast = build_model(config, spec).cuda()
+    slow = build_model(config, replace(spec, backend="eager")).cuda()
+    slow.load_state_dict(fast.state_dict())
+    tokens = torch.randint(0, config.vocab_size, (2, 300), device="cuda")
+    options = {"kq_pre": torch.zeros(1, 6, 11)}
+    assert resolve_backend(fast.layers[2].attn.spec.backend, "cuda", options).name == "flex"
+    losses = []
+    for model in (fast, slow):
+        logits = model(tokens)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens.flatten())
+        loss.backward()
+        losses.append(loss)
+    assert rel_err(losses[0], losses[1]) < 1e-5
+    for (name, a), b in zip(fast.named_parameters(), slow.parameters(), strict=True):
+        assert rel_err(a.grad, b.grad) < 1e-3, name
