@@ -18,6 +18,13 @@ USAGE = ("model=300m,880m attention=transformer,mta,talking_heads,diff [batch_si
 DEFAULTS = {"model": "tiny", "attention": "transformer,mta,talking_heads,diff", "batch_size": 2, "seq_len": 256,
             "steps": 20, "warmup": 3, "compile": False, "peak_flops": None, "out": "reports/bench", "tag": None}
 
+ATTENTION_USAGE = ("[configs=kq_pre,talking_heads,paper (or toy)] [seq_lens=1024,2048,4096,8192,16384,32768] [batch=1] "
+                   "[heads=16] [head_dim=96] [dtype=bf16|fp16|fp32] [backends=all|sdpa,eager,NAME,...] [warmup=3] "
+                   "[iters=10] [out=reports/bench] [tag=NAME] [device=auto|cpu|cuda[:N]] [plot=true]")
+ATTENTION_DEFAULTS = {"configs": "kq_pre,talking_heads,paper", "seq_lens": "1024,2048,4096,8192,16384,32768",
+                      "batch": 1, "heads": 16, "head_dim": 96, "dtype": "bf16", "backends": "all", "warmup": 3,
+                      "iters": 10, "out": "reports/bench", "tag": None, "device": "auto", "plot": True}
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("bench", help="benchmarks: training throughput / MFU / memory (results in reports/bench)")
@@ -27,6 +34,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                              "one process; ratios to the Transformer of the same size are in the table.")
     train.add_argument("options", nargs="*", metavar="KEY=VALUE", help=USAGE)
     train.set_defaults(handler=run_train)
+    attention = kinds.add_parser("attention", help="fwd/bwd time and peak memory of the MTA op per backend vs SDPA",
+                                 description=f"mta-lab bench attention {ATTENTION_USAGE}. One table per op config: "
+                                 "SDPA, the eager reference and every registered backend that accepts the config, "
+                                 "over the sequence lengths, with ratios to SDPA and the error against eager.")
+    attention.add_argument("options", nargs="*", metavar="KEY=VALUE", help=ATTENTION_USAGE)
+    attention.set_defaults(handler=run_attention)
 
 
 def parse_options(items: list[str]) -> dict:
@@ -62,5 +75,83 @@ def run_train(args: argparse.Namespace) -> int:
     command = "mta-lab bench train " + " ".join(shlex.quote(a) for a in sys.argv[3:])
     path = write_report(results, Path(options["out"]), tag=tag, command=command, settings=options)
     console.print(markdown_table(results))
+    console.print(f"written: {path} and {path.with_suffix('.json')}")
+    return 0
+
+
+def parse_attention_options(items: list[str]) -> dict:
+    """The options of `bench attention`, checked: lists split, lengths and sizes positive integers."""
+    from mta_lab.bench.attention_bench import BASELINE, CONFIGS, DTYPES, load_backends, registered_names
+
+    options = parse_key_values(items, ATTENTION_DEFAULTS, usage=ATTENTION_USAGE,
+                               raw_keys=("configs", "seq_lens", "dtype", "backends", "out", "tag", "device"))
+
+    def names(key: str) -> list[str]:
+        values = [v.strip() for v in str(options[key]).split(",")]
+        if not all(values):
+            raise ValueError(f"{key}={options[key]!r}: expected a comma-separated list of names")
+        return values
+
+    options["configs"] = names("configs")
+    unknown = [c for c in options["configs"] if c not in CONFIGS]
+    if unknown:
+        raise ValueError(f"configs: unknown {', '.join(map(repr, unknown))}; known: {', '.join(CONFIGS)}")
+    seq_lens = []
+    for text in str(options["seq_lens"]).split(","):
+        text = text.strip()
+        scale = 1024 if text[-1:] in ("k", "K") else 1
+        digits = text[:-1] if scale > 1 else text
+        if not digits.isdigit() or int(digits) <= 0:
+            raise ValueError(f"seq_lens={options['seq_lens']!r}: {text!r} is not a positive integer "
+                             "(like 4096 or 4K)")
+        seq_lens.append(int(digits) * scale)
+    options["seq_lens"] = seq_lens
+    for key in ("batch", "heads", "head_dim", "iters", "warmup"):
+        value = options[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "warmup" else 1):
+            bound = "a non-negative" if key == "warmup" else "a positive"
+            raise ValueError(f"{key}={value!r}: expected {bound} integer")
+    if options["dtype"] not in DTYPES:
+        raise ValueError(f"dtype={options['dtype']!r}: expected one of {', '.join(DTYPES)}")
+    if not isinstance(options["plot"], bool):
+        raise ValueError(f"plot={options['plot']!r}: expected true or false")
+    load_backends()
+    options["backends"] = names("backends")
+    if options["backends"] != ["all"]:
+        known = [BASELINE, *registered_names()]
+        unknown = [b for b in options["backends"] if b not in known]
+        if unknown:
+            raise ValueError(f"backends: unknown {', '.join(map(repr, unknown))}; use all or some of: "
+                             f"{', '.join(known)}")
+    return options
+
+
+def run_attention(args: argparse.Namespace) -> int:
+    from mta_lab.bench.attention_bench import markdown_tables, resolve_device, run_bench, run_count, write_report
+
+    options = parse_attention_options(args.options)
+    device = resolve_device(options["device"])
+    shape = dict(heads=options["heads"], head_dim=options["head_dim"], dtype_name=options["dtype"], device=device)
+    console = Console()
+    with Progress(console=console) as progress:
+        total = run_count(options["configs"], options["backends"], seq_lens=options["seq_lens"], **shape)
+        task = progress.add_task("bench attention", total=total)
+
+        def on_run(description: str) -> None:
+            if progress.tasks[task].description != "bench attention":
+                progress.advance(task)
+            progress.update(task, description=description)
+
+        results = run_bench(options["configs"], options["backends"], seq_lens=options["seq_lens"],
+                            batch=options["batch"], warmup=options["warmup"],
+                            iters=options["iters"], on_run=on_run, **shape)
+        progress.update(task, completed=total, description="bench attention: done")
+    tag = options["tag"] or f"attention-{device.type}-{options['dtype']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    command = "mta-lab bench attention " + " ".join(shlex.quote(a) for a in args.options)
+    path = write_report(results, Path(options["out"]), tag=tag, command=command, settings=options, device=device,
+                        plot=options["plot"])
+    console.print(markdown_tables(results), markup=False, highlight=False, soft_wrap=True)
+    goals = path.read_text().split("## Goals", 1)[1].split("![", 1)[0].strip()
+    console.print(goals, markup=False, highlight=False, soft_wrap=True)
     console.print(f"written: {path} and {path.with_suffix('.json')}")
     return 0
