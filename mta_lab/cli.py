@@ -17,6 +17,7 @@ from mta_lab.commands import bench as bench_cmd
 from mta_lab.commands import count as count_cmd
 from mta_lab.commands import demo as demo_cmd
 from mta_lab.commands import eval as eval_cmd
+from mta_lab.commands import generate as generate_cmd
 from mta_lab.commands import report as report_cmd
 from mta_lab.commands import sweep as sweep_cmd
 from mta_lab.commands import train as train_cmd
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.add_parser(sub)
     bench_cmd.add_parser(sub)
     eval_cmd.add_parser(sub)
+    generate_cmd.add_parser(sub)
     sweep_cmd.add_parser(sub)
     report_cmd.add_parser(sub)
     return parser

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from mta_lab.attention.modules import AttentionBase, build_attention
 from mta_lab.attention.rope import rope_tables
 from mta_lab.attention.spec import AttentionSpec
+from mta_lab.model.cache import DecodeCache, LayerCache
 from mta_lab.model.config import ModelConfig
 
 
@@ -60,6 +61,12 @@ class Block(nn.Module):
         x = x + self.attn(self.attn_norm(x), rope)
         return x + self.mlp(self.mlp_norm(x))
 
+    def forward_cached(self, x: Tensor, rope: tuple[Tensor, Tensor], cache: LayerCache, *, prefill: bool) -> Tensor:
+        """`forward` that fills (prefill: x is the whole prompt) or extends (x: the new tokens) the layer's cache."""
+        attend = self.attn.prefill if prefill else self.attn.decode
+        x = x + attend(self.attn_norm(x), cache, rope)
+        return x + self.mlp(self.mlp_norm(x))
+
 
 class Transformer(nn.Module):
     def __init__(self, config: ModelConfig, spec: AttentionSpec) -> None:
@@ -102,6 +109,38 @@ class Transformer(nn.Module):
         for layer in self.layers:
             x = layer(x, rope)
         return F.linear(self.norm(x), self.tok_embeddings.weight)  # tied output embedding
+
+    # ------------------------------------------------------------------ incremental decoding (eval mode)
+    def new_cache(self) -> DecodeCache:
+        """An empty decoding cache (see `mta_lab/model/cache.py`)."""
+        return DecodeCache.empty(len(self.layers))
+
+    def prefill(self, tokens: Tensor, cache: DecodeCache | None = None) -> tuple[Tensor, DecodeCache]:
+        """The full forward over a prompt (B, T) that also fills an empty cache: (logits (B, T, vocab), cache)."""
+        cache = cache if cache is not None else self.new_cache()
+        if cache.length:
+            raise ValueError(f"prefill needs an empty cache; this one already holds {cache.length} tokens")
+        t = tokens.shape[1]
+        if t > self.config.max_seq_len:
+            raise ValueError(f"sequence length {t} exceeds model.max_seq_len={self.config.max_seq_len}")
+        rope = rope_tables(t, self.rope_dim, self.config.rope_theta, tokens.device)
+        x = self.tok_embeddings(tokens)
+        for layer, layer_cache in zip(self.layers, cache.layers, strict=True):
+            x = layer.forward_cached(x, rope, layer_cache, prefill=True)
+        return F.linear(self.norm(x), self.tok_embeddings.weight), cache
+
+    def decode_step(self, tokens: Tensor, cache: DecodeCache) -> Tensor:
+        """Logits (B, n, vocab) of n new tokens (B, n) at positions T .. T + n - 1 (RoPE at those absolute
+        positions), T = cache.length; extends the cache. Per new token the attention work is O(T), not O(T²).
+        Equal to `forward` on the whole sequence at those positions (eval mode: no dropout)."""
+        pos, n = cache.length, tokens.shape[1]
+        if pos + n > self.config.max_seq_len:
+            raise ValueError(f"sequence length {pos + n} exceeds model.max_seq_len={self.config.max_seq_len}")
+        rope = rope_tables(n, self.rope_dim, self.config.rope_theta, tokens.device, offset=pos)
+        x = self.tok_embeddings(tokens)
+        for layer, layer_cache in zip(self.layers, cache.layers, strict=True):
+            x = layer.forward_cached(x, rope, layer_cache, prefill=False)
+        return F.linear(self.norm(x), self.tok_embeddings.weight)
 
 
 def build_model(config: ModelConfig, spec: AttentionSpec) -> Transformer:
