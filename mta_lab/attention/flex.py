@@ -23,7 +23,9 @@ FlexAttention has no dropout); other calls go to another backend under backend=a
 from __future__ import annotations
 
 import functools
+import json
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -128,6 +130,24 @@ def _compiled_flex():
     return torch.compile(flex_attention, dynamic=False)
 
 
+def kernel_options(head_dim: int, element_size: int) -> dict:
+    """FlexAttention tile sizes for a stacked head of width `head_dim` (Triton pads it to a power of two).
+
+    The defaults are tuned for heads of 64-128; a c_q·d-wide head overflows the H100/H200's 227 KiB of shared
+    memory unless the key/query tiles shrink with the width. MTA_FLEX_OPTIONS (JSON) overrides, for tuning.
+    """
+    if "MTA_FLEX_OPTIONS" in os.environ:
+        return json.loads(os.environ["MTA_FLEX_OPTIONS"])
+    row_bytes = (1 << (head_dim - 1).bit_length()) * element_size  # one padded row of q or k
+    if row_bytes <= 512:
+        return {}
+    # A query tile of `large` rows and a key tile of `large // 2` rows in ~200 KiB, one pipeline stage.
+    large = max(16, min(128, 1 << int(math.log2(136 * 1024 // row_bytes))))
+    small = max(16, large // 2)
+    return {"num_stages": 1, "BLOCK_M": large, "BLOCK_N": small,
+            "bwd_BLOCK_M1": small, "bwd_BLOCK_N1": large, "bwd_BLOCK_M2": large, "bwd_BLOCK_N2": small}
+
+
 def flex_core(q_hat: Tensor, k_hat: Tensor, v: Tensor, correction: Tensor, scale: float) -> Tensor:
     """The same as `dense_core` through FlexAttention: no T × T tensor; compiled on CUDA."""
     t, w = q_hat.shape[2], correction.shape[-1]
@@ -137,9 +157,12 @@ def flex_core(q_hat: Tensor, k_hat: Tensor, v: Tensor, correction: Tensor, scale
         inside = (delta >= 0) & (delta < w)
         return torch.where(inside, score - correction[b, h, q_idx, delta.clamp(0, w - 1)], score)
 
-    flex = _compiled_flex() if q_hat.is_cuda else _eager_flex()
-    return flex(q_hat, k_hat, v, score_mod=subtract_band if w else None,
-                block_mask=_causal_block_mask(t, q_hat.device), scale=scale)
+    if q_hat.is_cuda:
+        return _compiled_flex()(q_hat, k_hat, v, score_mod=subtract_band if w else None,
+                                block_mask=_causal_block_mask(t, q_hat.device), scale=scale,
+                                kernel_options=kernel_options(q_hat.shape[-1], q_hat.element_size()))
+    return _eager_flex()(q_hat, k_hat, v, score_mod=subtract_band if w else None,
+                         block_mask=_causal_block_mask(t, q_hat.device), scale=scale)
 
 
 def _eager_flex():
