@@ -89,3 +89,4 @@ register_backend(
 )
 from mta_lab.attention import chunked as _chunked  # noqa: E402,F401  (registers "chunked")
 from mta_lab.attention import flex as _flex  # noqa: E402,F401  (registers "flex")
+from mta_lab.attention import stacked as _stacked  # noqa: E402,F401  (registers "stacked")

@@ -1,4 +1,4 @@
-"""The fused pre-softmax kq conv ("flex" backend) against the eager reference op.
+"""The pre-softmax kq conv backends ("stacked", "flex") against the eager reference op.
 
 On CPU the decomposition (stacked queries, key-convolved keys, exact band correction) is checked with a
 materialised core, forward and all gradients, in float64; FlexAttention itself is checked forward-only
@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from mta_lab.attention.backends import resolve_backend
-from mta_lab.attention.flex import band_width, dense_core, flex_core, kq_conv_attention
+from mta_lab.attention.flex import flex_core
 from mta_lab.attention.functional import multi_token_attention
+from mta_lab.attention.stacked import band_width, dense_core, kq_conv_attention
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (FlexAttention backward)")
@@ -78,13 +79,27 @@ def test_flex_attention_forward_on_cpu(kernel):
     assert rel_err(out, ref) < 1e-5
 
 
-def test_registry_routes_only_what_flex_implements():
+def test_stacked_backend_with_dropout_draws_the_eager_mask():
+    # Both materialise (B, H, T, T) probabilities in the same dtype: the same seed gives the same mask.
+    q, k, v, theta = make_inputs((2, 2, 40, 8), 2, 9, dtype=torch.float64, seed=3)
+    op = resolve_backend("stacked", "cpu", {"kq_pre": theta, "dropout_p": 0.3}).fn
+    torch.manual_seed(5)
+    ref = multi_token_attention(q, k, v, kq_pre=theta, dropout_p=0.3)
+    torch.manual_seed(5)
+    out = op(q, k, v, kq_pre=theta, dropout_p=0.3)
+    assert rel_err(out, ref) < 1e-12
+    assert rel_err(out, multi_token_attention(q, k, v, kq_pre=theta)) > 1e-2  # dropout did act
+
+
+def test_registry_routes_only_what_each_backend_implements():
     kernel = torch.zeros(2, 2, 3)
     mix = torch.eye(2)
-    assert resolve_backend("auto", "cpu", {"kq_pre": kernel}).name == "eager"  # no CPU backward
+    assert resolve_backend("auto", "cpu", {"kq_pre": kernel}).name == "stacked"  # flex: no CPU backward
+    assert resolve_backend("auto", "cpu", {"kq_pre": kernel, "dropout_p": 0.1}).name == "stacked"
+    assert resolve_backend("auto", "cpu", {"kq_pre": kernel, "head_pre": mix}).name == "eager"
     if CUDA:
         assert resolve_backend("auto", "cuda", {"kq_pre": kernel, "dropout_p": 0.0}).name == "flex"
-        assert resolve_backend("auto", "cuda", {"kq_pre": kernel, "dropout_p": 0.1}).name != "flex"
+        assert resolve_backend("auto", "cuda", {"kq_pre": kernel, "dropout_p": 0.1}).name == "stacked"
         assert resolve_backend("auto", "cuda", {"kq_pre": kernel, "head_pre": mix}).name != "flex"
     with pytest.raises(RuntimeError, match="does not"):
         resolve_backend("flex", "cpu", {"kq_pre": kernel})
@@ -94,22 +109,19 @@ def test_registry_routes_only_what_flex_implements():
 # the 880M's (d = 96) with the paper's 6x11, tiny T, T shorter than the kernel, T not a multiple of a tile,
 # B·H large, every pad_key.
 GPU_CASES = [
-    ((2, 2, 320, 128), (2, 9, "both")),
-    ((2, 2, 326, 128), (2, 15, "both")),
-    ((1, 4, 1000, 96), (6, 11, "both")),
-    ((2, 16, 300, 64), (4, 9, "right")),
-    ((1, 2, 5, 32), (6, 11, "left")),
-    ((3, 3, 37, 16), (3, 4, "right")),
-    ((1, 1, 1, 16), (2, 9, "both")),
-    ((32, 8, 130, 32), (1, 3, "both")),
+    ((2, 2, 326, 128), (2, 15, "both"), torch.bfloat16),
+    ((1, 4, 1000, 96), (6, 11, "both"), torch.bfloat16),
+    ((2, 16, 300, 64), (4, 9, "right"), torch.float32),
+    ((1, 2, 5, 32), (6, 11, "left"), torch.bfloat16),
+    ((32, 8, 130, 16), (3, 4, "right"), torch.float32),
 ]
 
 
 @needs_cuda
-@pytest.mark.parametrize(("shape", "kernel", "dtype"), [
-    (s, k, dt) for (s, k), dt in itertools.product(GPU_CASES, (torch.float32, torch.bfloat16))
+@pytest.mark.parametrize(("shape", "kernel", "dtype", "backend"), [
+    (*case, backend) for case, backend in itertools.product(GPU_CASES, ("flex", "stacked"))
 ])
-def test_flex_backend_on_gpu_matches_eager(shape, kernel, dtype):
+def test_backend_on_gpu_matches_eager(shape, kernel, dtype, backend):
     c_q, c_k, pad_key = kernel
     q, k, v, theta = make_inputs(shape, c_q, c_k, dtype=torch.float64, device="cuda", seed=11)
     theta_ = (theta.detach() / c_q).requires_grad_()  # keep scores O(1) so bf16 softmax is well conditioned
@@ -118,7 +130,7 @@ def test_flex_backend_on_gpu_matches_eager(shape, kernel, dtype):
     expected = torch.autograd.grad(ref, (q, k, v, theta_), grad_out)
     inputs = [x.detach().to(dtype).requires_grad_() for x in (q, k, v)]
     kern = theta_.detach().float().requires_grad_()  # parameters stay float32 under autocast
-    fn = resolve_backend("flex", "cuda", {"kq_pre": kern}).fn
+    fn = resolve_backend(backend, "cuda", {"kq_pre": kern}).fn
     out = fn(*inputs, kq_pre=kern, pad_key=pad_key)
     got = torch.autograd.grad(out, (*inputs, kern), grad_out.to(dtype))
     budget = 2e-5 if dtype == torch.float32 else 2e-2
