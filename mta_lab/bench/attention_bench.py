@@ -11,8 +11,8 @@ computes plain attention, not MTA). "eager" is the reference op; every other bac
 (`mta_lab.attention.backends`) that runs on the device and accepts the config is measured too, and its output
 and input gradients are compared with eager's when eager ran at that length.
 
-A run never ends the table: an eager run whose materialised T x T maps would not fit is skipped with an
-estimate, an out-of-memory error is recorded as OOM, any other error as "error: ...".
+A run never ends the table: a run of a materialising backend (eager, stacked) whose T x T maps would not fit
+is skipped with an estimate, an out-of-memory error is recorded as OOM, any other error as "error: ...".
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ REFERENCE = "eager"
 GOAL_SEQ_LEN = 4096
 MEMORY_SLOPE_LIMIT = 1.2  # "memory linear in T": log-log slope of peak memory vs T at most this
 EAGER_MAPS = 8  # materialised B x H x T x T float32 maps an eager forward + backward holds at once (estimate)
+MATERIALISING = (REFERENCE, "stacked")  # backends that hold B x H x T x T maps: skipped when they cannot fit
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,7 @@ def run_one(name: str, config: OpConfig, qkv: list[torch.Tensor], weights: dict,
     result = AttentionBenchResult(config.name, name, batch, heads, head_dim, seq_len, dtype_name)
     cuda = device.type == "cuda"
     kept = None
-    if name == REFERENCE and cuda:
+    if name in MATERIALISING and cuda:
         need = eager_bytes(batch, heads, seq_len)
         free = torch.cuda.mem_get_info(device)[0]
         if need > free:
