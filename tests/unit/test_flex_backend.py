@@ -8,13 +8,14 @@ float32 and bfloat16, and skip cleanly without a GPU.
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import pytest
 import torch
 
 from mta_lab.attention.backends import resolve_backend
-from mta_lab.attention.flex import flex_core
+from mta_lab.attention.flex import dense_attend, flex_core
 from mta_lab.attention.functional import multi_token_attention
 from mta_lab.attention.stacked import band_width, dense_core, kq_conv_attention
 
@@ -46,6 +47,22 @@ def test_decomposition_is_exact_forward_and_backward(shape, kernel):
     q, k, v, theta = make_inputs(shape, c_q, c_k, dtype=torch.float64, seed=hash((shape, kernel)) % 1000)
     ref = multi_token_attention(q, k, v, kq_pre=theta, pad_key=pad_key)
     out = kq_conv_attention(q, k, v, theta, pad_key, core=dense_core)
+    assert rel_err(out, ref) < 1e-12
+    grad_out = torch.randn_like(ref)
+    expected = torch.autograd.grad(ref, (q, k, v, theta), grad_out)
+    got = torch.autograd.grad(out, (q, k, v, theta), grad_out)
+    for name, a, b in zip("q k v kernel".split(), got, expected, strict=True):
+        assert rel_err(a, b) < 1e-12, name
+
+
+@pytest.mark.parametrize(("shape", "kernel"), list(itertools.product(SHAPES[:2], KERNELS)))
+def test_band_attention_gradient_without_scatter_is_exact(shape, kernel):
+    # flex_core's autograd.Function (C's gradient from band dot products) with a materialised attend.
+    c_q, c_k, pad_key = kernel
+    q, k, v, theta = make_inputs(shape, c_q, c_k, dtype=torch.float64, seed=31)
+    ref = multi_token_attention(q, k, v, kq_pre=theta, pad_key=pad_key)
+    core = functools.partial(flex_core, attend=dense_attend)
+    out = kq_conv_attention(q, k, v, theta, pad_key, core=core)
     assert rel_err(out, ref) < 1e-12
     grad_out = torch.randn_like(ref)
     expected = torch.autograd.grad(ref, (q, k, v, theta), grad_out)

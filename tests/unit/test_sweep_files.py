@@ -30,6 +30,7 @@ EXPECTED_TRIALS = {
     "paper/kernel_init.yaml": 3,
     "paper/kernel_size.yaml": 4,
     "paper/toy_table1.yaml": 36,
+    "paper/toy_table1_h200.yaml": 36,
     "paper/scaling.yaml": 48,
     "paper/hpo_lr_warmup.yaml": 30,
     "tiny/table5_cpu.yaml": 10,
@@ -141,6 +142,11 @@ def test_paper_toy_sweep_runs_all_twelve_experiments_with_three_seeds():
     assert experiments == {f"experiment=toy_n{n}_{a}_{m}" for n in (5, 8) for a in ("all", "first", "last")
                            for m in ("transformer", "mta")}
     assert spec.seeds == (0, 1, 2)
+    h200 = SweepSpec.load(SWEEPS / "paper" / "toy_table1_h200.yaml")  # the same trials, fewer steps
+    assert h200.ablation.variants == spec.ablation.variants and h200.seeds == spec.seeds
+    config = load_run_config([*h200.base, *h200.ablation.variants["n8_first_mta"]], stamp="test")
+    assert (config.train.max_steps, config.train.batch_size, config.optim.lr) == (4000, 64, 1e-4)
+    assert (config.attention.kq_pre, config.data.toy_n, config.data.toy_variant) == ((2, 15), 8, "first")
     cpu = SweepSpec.load(SWEEPS / "tiny" / "toy_cpu.yaml")
     config = load_run_config([*cpu.base, *cpu.ablation.variants["n8_last_mta"]], stamp="test")
     assert (config.data.toy_n, config.data.toy_variant, config.data.toy_train_samples) == (8, "last", 2000)
