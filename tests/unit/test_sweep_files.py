@@ -145,7 +145,7 @@ def test_paper_toy_sweep_runs_all_twelve_experiments_with_three_seeds():
     h200 = SweepSpec.load(SWEEPS / "paper" / "toy_table1_h200.yaml")  # the same trials, fewer steps
     assert h200.ablation.variants == spec.ablation.variants and h200.seeds == spec.seeds
     config = load_run_config([*h200.base, *h200.ablation.variants["n8_first_mta"]], stamp="test")
-    assert (config.train.max_steps, config.train.batch_size, config.optim.lr) == (4000, 64, 1e-4)
+    assert (config.train.max_steps, config.train.batch_size, config.optim.lr) == (3000, 64, 1e-4)
     assert (config.attention.kq_pre, config.data.toy_n, config.data.toy_variant) == ((2, 15), 8, "first")
     cpu = SweepSpec.load(SWEEPS / "tiny" / "toy_cpu.yaml")
     config = load_run_config([*cpu.base, *cpu.ablation.variants["n8_last_mta"]], stamp="test")
