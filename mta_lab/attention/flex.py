@@ -37,6 +37,11 @@ def _causal_block_mask(t: int, device: torch.device):
 def _compiled_flex():
     from torch.nn.attention.flex_attention import flex_attention
 
+    # One compile per shape and grad mode: past Dynamo's default limit of 8 it would silently fall back to the
+    # unfused FlexAttention, which materialises T × T scores (a benchmark over six lengths reaches it).
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(64, getattr(torch._dynamo.config, name)))
     return torch.compile(flex_attention, dynamic=False)
 
 

@@ -105,13 +105,10 @@ def dense_core(q_hat: Tensor, k_hat: Tensor, v: Tensor, correction: Tensor, scal
     t, w = q_hat.shape[2], correction.shape[-1]
     work = work_dtype(q_hat.dtype)
     scores = (q_hat.to(work) @ k_hat.to(work).transpose(-2, -1)) * scale
-    i = torch.arange(t, device=q_hat.device)
-    delta = i[:, None] - i[None, :]
-    in_band = (delta >= 0) & (delta < w)
-    band = torch.gather(correction, -1, delta.clamp(0, max(w - 1, 0)).expand(*correction.shape[:2], t, t)) \
-        if w else torch.zeros_like(scores)
-    scores = scores - band * in_band
-    probs = torch.softmax(scores.masked_fill(delta < 0, float("-inf")), dim=-1)
+    for d in range(min(w, t)):  # diagonal d holds (i, i - d) for i >= d
+        scores.diagonal(offset=-d, dim1=-2, dim2=-1).sub_(correction[..., d:, d].to(scores.dtype))
+    visible = torch.ones(t, t, dtype=torch.bool, device=q_hat.device).tril()
+    probs = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
     if dropout_p > 0.0:
         probs = F.dropout(probs, p=dropout_p)
     return (probs @ v.to(work)).to(v.dtype)

@@ -35,6 +35,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--n-boot", type=int, default=10000 if kind == "ablation" else 300,
                            help="bootstrap resamples")
             p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap RNG")
+        if kind == "toy":
+            p.add_argument("--at-step", type=int, default=None, metavar="STEP",
+                           help="error rates from every run's validation at this step (finished or not) instead of "
+                           "the finished runs' final/val_error_rate: compares an interrupted sweep at a common step")
         if kind == "curves":
             p.add_argument("--metric", action="append", default=None,
                            help="metric history to plot (repeatable; default train/loss and val/loss)")
@@ -80,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             report = build.scaling_report(query, args.metric, args.baseline, n_boot=args.n_boot, seed=args.seed,
                                           name=args.name)
         elif kind == "toy":
-            report = build.toy_report(query, name=args.name)
+            report = build.toy_report(query, name=args.name, at_step=args.at_step)
         else:
             report = build.curves_report(query, args.metric or ["train/loss", "val/loss"], name=args.name)
     out = write_report(report, args.out)

@@ -105,13 +105,34 @@ def scaling_report(query: RunQuery, metric: str = "final/val_loss", baseline: st
                                                                   n_boot=n_boot, seed=seed))
 
 
-def toy_report(query: RunQuery, *, name: str | None = None) -> Report:
-    from mta_lab.report.toy import toy_table
+def toy_report(query: RunQuery, *, name: str | None = None, at_step: int | None = None) -> Report:
+    """Table 1 from the finished runs' final error, or (at_step) from every run's validation at that step;
+    with the validation error curves per column (seeds thin, mean thick)."""
+    from mta_lab.report.plots import toy_curves_figure
+    from mta_lab.report.toy import errors_at_step, toy_cells, toy_table
 
     runs = collect_runs(query)
-    done = require_metric(finished_runs(runs, query), "final/val_error_rate")
-    return Report(name or default_name("toy", query), "toy", f"Toy task report: {query.describe()}",
-                  [toy_table(done)], meta=_meta(query, runs))
+    history = metric_histories(query.uri, list(runs["run_id"]), ["val/error_rate", "train/loss"])
+    if at_step is None:
+        table = toy_table(require_metric(finished_runs(runs, query), "final/val_error_rate"))
+        notes = []
+    else:
+        reached = errors_at_step(runs, history, at_step)
+        if reached.empty:
+            steps = sorted(set(history["step"])) if not history.empty else []
+            raise ReportError(f"--at-step {at_step}: no run validated at that step; validation steps in these runs: "
+                              f"{', '.join(map(str, steps)) or 'none'}")
+        table = toy_table(reached, source=f"val/error_rate at step {at_step}")
+        left = runs[~runs["run_id"].isin(reached["run_id"])]
+        notes = [f"{len(reached)} of {len(runs)} runs validated at step {at_step}"
+                 + (f"; not: {', '.join(str(n) for n in left['run_name'])}." if len(left) else ".")]
+    figures, cells = {}, toy_cells(runs)
+    for key, stem in (("val/error_rate", "curves"), ("train/loss", "train_loss")):
+        if (history["key"] == key).any():
+            figures[stem] = (toy_curves_figure(cells, history, key),
+                             f"{key} vs step per column: seeds thin, mean over seeds thick")
+    return Report(name or default_name("toy", query), "toy", f"Toy task report: {query.describe()}", [table],
+                  figures, notes, _meta(query, runs, at_step=at_step))
 
 
 def curves_report(query: RunQuery, metrics: list[str], *, name: str | None = None) -> Report:

@@ -62,6 +62,44 @@ def curves_figure(history: pd.DataFrame, labels: dict[str, str], x_label: str = 
     return fig
 
 
+def toy_curves_figure(cells: pd.DataFrame, history: pd.DataFrame, key: str = "val/error_rate"):
+    """Table 1's columns as panels (rows N, columns answer variant): `key` vs step (error rates in %),
+    Transformer and MTA, each seed thin and the mean over seeds (at steps all seeds reached) thick."""
+    percent = key.endswith("error_rate")
+    colors = {"Transformer": "tab:blue", "MTA": "tab:orange"}
+    ns = sorted(cells["N"].unique())
+    variants = [v for v in ("all", "first", "last") if v in set(cells["variant"])]
+    fig, axes = plt.subplots(len(ns), len(variants), figsize=(3.6 * len(variants), 2.8 * len(ns) + 0.4),
+                             squeeze=False, sharex=True, sharey=True)
+    val = history[history["key"] == key]
+    factor = 100 if percent else 1
+    for r, n in enumerate(ns):
+        for c, variant in enumerate(variants):
+            ax = axes[r][c]
+            for model, color in colors.items():
+                ids = cells[(cells["N"] == n) & (cells["variant"] == variant) & (cells["model"] == model)]["run_id"]
+                curves = val[val["run_id"].isin(ids)].pivot_table(index="step", columns="run_id", values="value")
+                if curves.empty:
+                    continue
+                for run_id in curves:
+                    ax.plot(curves.index, factor * curves[run_id], color=color, lw=0.8, alpha=0.45)
+                mean = factor * curves.dropna().mean(axis=1)
+                ax.plot(mean.index, mean, color=color, lw=2.2, marker="o", ms=3,
+                        label=f"{model} (n={curves.shape[1]})")
+            ax.set_title(f"N={n} {variant.capitalize()}", fontsize=10)
+            if percent:
+                ax.set_ylim(-3, 103)
+            ax.grid(True, alpha=0.3)
+            if r == len(ns) - 1:
+                ax.set_xlabel("optimizer step")
+            if c == 0:
+                ax.set_ylabel(f"{key} %" if percent else key)
+            ax.legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"Toy task: {key} during training")
+    fig.tight_layout()
+    return fig
+
+
 def kq_kernel_figure(layers, name: str, pad_key: str = "both"):
     """Figure 4 style: one heatmap per (layer, head) of the `name` kernel (kq_pre or kq_post)."""
     from mta_lab.attention.spec import key_center

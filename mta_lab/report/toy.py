@@ -23,9 +23,13 @@ MODELS = {"softmax": "Transformer", "mta": "MTA"}
 _NAME = re.compile(r"toy_n(\d+)_(all|first|last)_")
 
 
+FINAL = "metrics.final/val_error_rate"
+
+
 def toy_cells(runs: pd.DataFrame) -> pd.DataFrame:
-    """(model, N, variant, seed, error %) per run. N and the answer variant come from the logged data.toy_n /
-    data.toy_variant params, else from a run/variant name like toy_n5_all_mta; the model from attention.kind."""
+    """(model, N, variant, seed, error %) per run, the error from the FINAL column (a fraction; NaN allowed for
+    the curves). N and the answer variant come from the logged data.toy_n / data.toy_variant params, else from a
+    run/variant name like toy_n5_all_mta; the model from attention.kind."""
     rows = []
     for r in runs.to_dict("records"):
         n, variant = r.get("params.data.toy_n"), r.get("params.data.toy_variant")
@@ -40,12 +44,21 @@ def toy_cells(runs: pd.DataFrame) -> pd.DataFrame:
             raise ReportError(f"run {r['run_name']} ({r['run_id'][:8]}): attention kind {kind!r} is not in Table 1 "
                               "(softmax Transformer or MTA)")
         rows.append({"model": MODELS[kind], "N": int(n), "variant": str(variant), "seed": r["seed"],
-                     "run_id": r["run_id"], "error_pct": 100 * float(r["metrics.final/val_error_rate"])})
+                     "run_id": r["run_id"], "error_pct": 100 * float(r.get(FINAL, float("nan")))})
     return pd.DataFrame(rows)
 
 
-def toy_table(runs: pd.DataFrame) -> Table:
-    cells = toy_cells(runs.assign(**{"metrics.final/val_error_rate": numeric(runs, "metrics.final/val_error_rate")}))
+def errors_at_step(runs: pd.DataFrame, history: pd.DataFrame, step: int) -> pd.DataFrame:
+    """The runs that validated at `step` (any status: an interrupted sweep's runs count up to where they got),
+    with FINAL replaced by their val/error_rate there."""
+    at = history[(history["key"] == "val/error_rate") & (history["step"] == step)]
+    value = dict(zip(at["run_id"], at["value"], strict=True))
+    reached = runs[runs["run_id"].isin(value)]
+    return reached.assign(**{FINAL: reached["run_id"].map(value)})
+
+
+def toy_table(runs: pd.DataFrame, *, source: str = "final/val_error_rate") -> Table:
+    cells = toy_cells(runs.assign(**{FINAL: numeric(runs, FINAL)}))
     columns = sorted({(n, v) for n, v in zip(cells["N"], cells["variant"], strict=True)},
                      key=lambda c: (c[0], VARIANTS.index(c[1]) if c[1] in VARIANTS else 9))
     shown, data = [], []
@@ -62,7 +75,7 @@ def toy_table(runs: pd.DataFrame) -> Table:
                          "error_pct_std": s.std, "paper_mean": p[0] if p else None, "paper_std": p[1] if p else None})
         shown += [ours, paper]
     notes = ["Sample error % (any answer token or EOS wrong, teacher-forced argmax) on the held-out test set, "
-             "mean ± std over seeds (n = seeds); from final/val_error_rate.",
+             f"mean ± std over seeds (n = seeds); from {source}.",
              "Paper rows: the paper's Table 1 (100k steps, batch 64, 3 seeds); a short "
              "run is not expected to reach them. The paper evaluated its baseline with dropout on (spec §5)."]
     return Table("toy", "Toy task (paper Table 1): error %", pd.DataFrame(shown), pd.DataFrame(data), set(), notes)

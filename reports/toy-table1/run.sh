@@ -16,13 +16,14 @@ case "${1:-}" in
   report)
     $MTA sweep status $SWEEP --dir $DIR
     $MTA report toy --uri $URI --experiment $EXP --out $OUTDIR --name table --quiet
-    $MTA report curves --uri $URI --experiment $EXP --metric val/error_rate --metric train/loss \
-      --out $OUTDIR --name curves --quiet
-    ckpt=$(ls -d $DIR/runs/*n8_all_mta-s0-*/final/model.pt | head -1)
-    $MTA report kernels --ckpt $ckpt --out $OUTDIR --name kernels-n8-all-mta-s0 --quiet
+    $MTA report toy --uri $URI --experiment $EXP --out $OUTDIR --name at-step-2500 --at-step 2499 --quiet
+    # Kernel heatmaps and a 10k-sample eval of the first finished N=8 All models (final/model.pt: weights only).
     for variant in n8_all_mta n8_all_transformer; do
-      ckpt=$(ls -d $DIR/runs/*${variant}-s0-*/final/model.pt | head -1)
-      $MTA eval toy ckpt=$ckpt samples=10000 data_seed=7 --json > $OUTDIR/eval-$variant-s0-10k.json
+      ckpt=$(ls -d $DIR/runs/*${variant}-s*/final/model.pt 2>/dev/null | head -1)
+      if [ -z "$ckpt" ]; then echo "no finished $variant run"; continue; fi
+      cp $ckpt $OUTDIR/$variant-model.pt
+      $MTA eval toy ckpt=$ckpt samples=10000 data_seed=7 --json > $OUTDIR/eval-$variant-10k.json
+      case $variant in *mta) $MTA report kernels --ckpt $ckpt --out $OUTDIR --name kernels-$variant --quiet ;; esac
     done ;;
   *) echo "usage: $0 train|report" >&2; exit 2 ;;
 esac
