@@ -17,6 +17,7 @@ import torch
 from mta_lab.attention import functional
 
 OpFn = Callable[..., torch.Tensor]
+OP_OPTIONS = ("kq_pre", "head_pre", "kq_post", "head_post")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Backend:
     supports: Callable[[torch.device], bool]
     description: str
     accepts: Callable[[dict], bool]  # op keyword arguments (kq_pre=..., head_pre=..., ...) -> handled?
+    # The options may also carry "score_elements" (B·H·T², a hint for the choice, not an op argument).
 
 
 _REGISTRY: dict[str, Backend] = {}
@@ -72,10 +74,10 @@ def resolve_backend(name: str, device: torch.device | str, options: dict | None 
         raise RuntimeError(
             f"attention backend {name!r} does not run on {device}; use backend=auto or one of: {', '.join(usable)}"
         )
-    if options and not backend.accepts(options):
+    if options and not backend.accepts({k: v for k, v in options.items() if k != "score_elements"}):
         raise RuntimeError(
             f"attention backend {name!r} does not implement this layer's options "
-            f"({', '.join(k for k, v in options.items() if v is not None and k != 'dropout_p')}); use backend=auto"
+            f"({', '.join(k for k, v in options.items() if v is not None and k in OP_OPTIONS)}); use backend=auto"
         )
     return backend
 

@@ -172,8 +172,15 @@ def flex_multi_token_attention(q, k, v, *, kq_pre=None, head_pre=None, kq_post=N
     return kq_conv_attention(q, k, v, kq_pre, pad_key, core=flex_core)
 
 
+# Below this many scores (B·H·T²) the materialised "stacked" backend is faster on an H200 (bf16, H 16, d 96,
+# 6x11: 47 vs 60 ms fwd+bwd at T 4096, reports/bench/attention-h200-kq_pre.md) and fits easily; above it,
+# FlexAttention's linear memory wins (stacked needs ~5 float32 maps of this size).
+MATERIALISE_UP_TO = 2**29
+
+
 def accepts_call(options: dict) -> bool:
-    return only_kq_pre(options) and not options.get("dropout_p")
+    small = options.get("score_elements", MATERIALISE_UP_TO + 1) <= MATERIALISE_UP_TO
+    return only_kq_pre(options) and not options.get("dropout_p") and not small
 
 
 def flex_available(device: torch.device) -> bool:

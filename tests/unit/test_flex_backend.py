@@ -108,6 +108,16 @@ def test_stacked_backend_with_dropout_draws_the_eager_mask():
     assert rel_err(out, multi_token_attention(q, k, v, kq_pre=theta)) > 1e-2  # dropout did act
 
 
+def test_auto_materialises_small_score_maps_and_streams_large_ones():
+    from mta_lab.attention.flex import MATERIALISE_UP_TO, accepts_call
+
+    kernel = torch.zeros(2, 2, 3)
+    assert not accepts_call({"kq_pre": kernel, "score_elements": MATERIALISE_UP_TO})  # "stacked" is faster
+    assert accepts_call({"kq_pre": kernel, "score_elements": MATERIALISE_UP_TO + 1})
+    assert accepts_call({"kq_pre": kernel})  # no size given: the linear-memory path
+    assert not accepts_call({"kq_pre": kernel, "dropout_p": 0.1, "score_elements": 2**40})
+
+
 def test_registry_routes_only_what_each_backend_implements():
     kernel = torch.zeros(2, 2, 3)
     mix = torch.eye(2)
@@ -166,15 +176,16 @@ def test_model_on_gpu_uses_flex_and_matches_the_eager_backend():
     from mta_lab.model.config import load_model_preset
     from mta_lab.model.transformer import build_model
 
-    spec = replace(load_preset("t5_kq_6x11"), kernel_init="uniform")  # random kernels
+    spec = replace(load_preset("t5_kq_6x11"), kernel_init="uniform", backend="flex")  # random kernels
     config = load_model_preset("tiny", max_seq_len=300)
     torch.manual_seed(0)
     fast = build_model(config, spec).cuda()
     slow = build_model(config, replace(spec, backend="eager")).cuda()
     slow.load_state_dict(fast.state_dict())
     tokens = torch.randint(0, config.vocab_size, (2, 300), device="cuda")
-    options = {"kq_pre": torch.zeros(1, 6, 11)}
-    assert resolve_backend(fast.layers[2].attn.spec.backend, "cuda", options).name == "flex"
+    small = {"kq_pre": torch.zeros(1, 6, 11), "score_elements": 2 * 4 * 300**2}
+    assert resolve_backend("auto", "cuda", small).name == "stacked"
+    assert resolve_backend("auto", "cuda", {**small, "score_elements": 2**40}).name == "flex"
     losses = []
     for model in (fast, slow):
         logits = model(tokens)
