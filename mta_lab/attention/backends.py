@@ -9,6 +9,7 @@ call; the eager reference accepts everything, so "auto" always resolves.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -92,3 +93,6 @@ register_backend(
 from mta_lab.attention import chunked as _chunked  # noqa: E402,F401  (registers "chunked")
 from mta_lab.attention import flex as _flex  # noqa: E402,F401  (registers "flex")
 from mta_lab.attention import stacked as _stacked  # noqa: E402,F401  (registers "stacked")
+
+if importlib.util.find_spec("triton") is not None:  # CPU-only installs have no Triton
+    from mta_lab.attention import triton_band as _triton_band  # noqa: E402,F401  (registers "triton")

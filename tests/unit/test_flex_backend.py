@@ -14,7 +14,7 @@ import itertools
 import pytest
 import torch
 
-from mta_lab.attention.backends import resolve_backend
+from mta_lab.attention.backends import backend_names, resolve_backend
 from mta_lab.attention.flex import dense_attend, flex_core
 from mta_lab.attention.functional import multi_token_attention
 from mta_lab.attention.stacked import band_width, dense_core, kq_conv_attention
@@ -144,9 +144,12 @@ GPU_CASES = [
 ]
 
 
+GPU_BACKENDS = tuple(name for name in ("flex", "stacked", "triton") if name in backend_names())
+
+
 @needs_cuda
 @pytest.mark.parametrize(("shape", "kernel", "dtype", "backend"), [
-    (*case, backend) for case, backend in itertools.product(GPU_CASES, ("flex", "stacked"))
+    (*case, backend) for case, backend in itertools.product(GPU_CASES, GPU_BACKENDS)
 ])
 def test_backend_on_gpu_matches_eager(shape, kernel, dtype, backend):
     c_q, c_k, pad_key = kernel
