@@ -16,6 +16,9 @@ gradient); not yet run on a GPU. Registered as backend "triton" (CUDA, opt-in: p
 
 from __future__ import annotations
 
+import json
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -138,10 +141,17 @@ def _band_bwd(Q, K, V, C, dO, Lse, Delta, dQ, dK, dV, dC, T, DK, DV, W, scale,
                           mask=col_ok[:, None] & k_ok[None, :])
 
 
-def _blocks(dv: int, dtype: torch.dtype) -> dict:
-    # float32 inputs multiply in full precision (not TF32), the reference's precision.
-    return {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64, "BLOCK_DV": max(16, triton.next_power_of_2(dv)),
-            "PRECISION": "ieee" if dtype == torch.float32 else "tf32"}
+def _blocks(dv: int, dtype: torch.dtype, *, backward: bool) -> dict:
+    """Tile sizes (untuned first guesses; MTA_TRITON_BLOCKS='{"BLOCK_M": 64, ...}' overrides, for tuning).
+
+    Float32 inputs multiply in full precision (not TF32), the reference's precision.
+    """
+    blocks = {"BLOCK_M": 64, "BLOCK_N": 32 if backward else 64, "BLOCK_K": 64,
+              "BLOCK_DV": max(16, triton.next_power_of_2(dv)),
+              "PRECISION": "ieee" if dtype == torch.float32 else "tf32"}
+    if "MTA_TRITON_BLOCKS" in os.environ:
+        blocks |= json.loads(os.environ["MTA_TRITON_BLOCKS"])
+    return blocks
 
 
 class TritonBandAttention(torch.autograd.Function):
@@ -157,7 +167,7 @@ class TritonBandAttention(torch.autograd.Function):
               else q2.new_zeros(b * h, t, 1, dtype=torch.float32))
         out = torch.empty_like(v2)
         lse = torch.empty(b * h, t, device=q_hat.device, dtype=torch.float32)
-        blocks = _blocks(dv, q2.dtype)
+        blocks = _blocks(dv, q2.dtype, backward=False)
         grid = (triton.cdiv(t, blocks["BLOCK_M"]), b * h)
         _band_fwd[grid](q2, k2, v2, c2, out, lse, t, dk, dv, w, scale,
                         q2.stride(0), q2.stride(1), v2.stride(0), v2.stride(1), c2.stride(0), c2.stride(1),
@@ -176,7 +186,7 @@ class TritonBandAttention(torch.autograd.Function):
         dk_ = torch.zeros_like(dq)
         dv_ = torch.zeros(b * h, t, dv, device=q2.device, dtype=torch.float32)
         dc = torch.zeros_like(c2)
-        blocks = _blocks(dv, q2.dtype)
+        blocks = _blocks(dv, q2.dtype, backward=True)
         grid = (triton.cdiv(t, blocks["BLOCK_M"]), b * h)
         _band_bwd[grid](q2, k2, v2, c2, do, lse, delta, dq, dk_, dv_, dc, t, dk, dv, ctx.w, ctx.scale,
                         q2.stride(0), q2.stride(1), v2.stride(0), v2.stride(1), c2.stride(0), c2.stride(1), **blocks)
