@@ -60,6 +60,8 @@ class FlopBreakdown:
 
 
 def flops_per_token(config: ModelConfig, spec: AttentionSpec, seq_len: int) -> FlopBreakdown:
+    """Model FLOPs per token as the reference (eager) op computes them, whatever backend a run uses: the
+    quantity MFU and the scaling fits compare across runs."""
     d, h, t, layers = config.dim, config.n_heads, seq_len, config.n_layers
     head_dim = d // h
     gate = {"none": 0, "scalar": head_dim, "full": head_dim * head_dim}[spec.gate]
