@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mta_lab.attention.backends import register_backend
-from mta_lab.attention.functional import multi_token_attention, work_dtype
-from mta_lab.attention.stacked import kq_conv_attention, only_kq_pre
+from mta_lab.attention.functional import work_dtype
+from mta_lab.attention.stacked import band_scores, kq_only_op, without_dropout
 
 
 @functools.lru_cache(maxsize=32)
@@ -84,17 +84,9 @@ def flex_attend(q_hat: Tensor, k_hat: Tensor, v: Tensor, correction: Tensor, sca
 
 def dense_attend(q_hat: Tensor, k_hat: Tensor, v: Tensor, correction: Tensor, scale: float) -> tuple[Tensor, Tensor]:
     """`flex_attend` materialised (any device, differentiable): the CPU stand-in for testing `BandAttention`."""
-    t, w = q_hat.shape[2], correction.shape[-1]
-    work = work_dtype(q_hat.dtype)
-    scores = (q_hat.to(work) @ k_hat.to(work).transpose(-2, -1)) * scale
-    i = torch.arange(t, device=q_hat.device)
-    delta = i[:, None] - i[None, :]
-    if w:
-        band = torch.gather(correction.to(work), -1, delta.clamp(0, w - 1).expand(*correction.shape[:2], t, t))
-        scores = scores - band * ((delta >= 0) & (delta < w))
-    scores = scores.masked_fill(delta < 0, float("-inf"))
+    scores = band_scores(q_hat, k_hat, correction, scale)
     lse = torch.logsumexp(scores, dim=-1)
-    out = torch.exp(scores - lse[..., None]) @ v.to(work)
+    out = torch.exp(scores - lse[..., None]) @ v.to(scores.dtype)
     return out.to(v.dtype), lse
 
 
@@ -162,16 +154,6 @@ def _eager_flex():
     return flex_attention
 
 
-def flex_multi_token_attention(q, k, v, *, kq_pre=None, head_pre=None, kq_post=None, head_post=None,
-                               pad_key="both", dropout_p=0.0) -> Tensor:
-    """`multi_token_attention` for the calls `accepts_call` admits; any other call runs the eager op."""
-    if not accepts_call(dict(kq_pre=kq_pre, head_pre=head_pre, kq_post=kq_post, head_post=head_post,
-                             dropout_p=dropout_p)):
-        return multi_token_attention(q, k, v, kq_pre=kq_pre, head_pre=head_pre, kq_post=kq_post,
-                                     head_post=head_post, pad_key=pad_key, dropout_p=dropout_p)
-    return kq_conv_attention(q, k, v, kq_pre, pad_key, core=flex_core)
-
-
 # Below this many scores (B·H·T²) the materialised "stacked" backend is faster on an H200 (bf16, H 16, d 96,
 # 6x11: 47 vs 60 ms fwd+bwd at T 4096, reports/bench/attention-h200-kq_pre.md) and fits easily; above it,
 # FlexAttention's linear memory wins (stacked needs ~5 float32 maps of this size).
@@ -180,7 +162,7 @@ MATERIALISE_UP_TO = 2**29
 
 def accepts_call(options: dict) -> bool:
     small = options.get("score_elements", MATERIALISE_UP_TO + 1) <= MATERIALISE_UP_TO
-    return only_kq_pre(options) and not options.get("dropout_p") and not small
+    return without_dropout(options) and not small
 
 
 def flex_available(device: torch.device) -> bool:
@@ -195,7 +177,7 @@ def flex_available(device: torch.device) -> bool:
 
 register_backend(
     "flex",
-    flex_multi_token_attention,
+    kq_only_op(flex_core, accepts_call),
     priority=10,
     supports=flex_available,
     accepts=accepts_call,

@@ -99,19 +99,25 @@ def band_correction(q: Tensor, k: Tensor, kernel: Tensor, pad_key: str) -> Tenso
     return torch.einsum("bhiam,hamd->bhid", lagged, g)
 
 
-def dense_core(q_hat: Tensor, k_hat: Tensor, v: Tensor, correction: Tensor, scale: float,
-               dropout_p: float = 0.0) -> Tensor:
-    """The wide-head attention with the band correction, materialised (the reference for `flex_core`)."""
+def band_scores(q_hat: Tensor, k_hat: Tensor, correction: Tensor, scale: float) -> Tensor:
+    """scale·Q̂K̂ᵀ with C subtracted on the band and −inf above the diagonal: the spec's masked S', materialised
+    in the work dtype."""
     t, w = q_hat.shape[2], correction.shape[-1]
     work = work_dtype(q_hat.dtype)
     scores = (q_hat.to(work) @ k_hat.to(work).transpose(-2, -1)) * scale
     for d in range(min(w, t)):  # diagonal d holds (i, i - d) for i >= d
         scores.diagonal(offset=-d, dim1=-2, dim2=-1).sub_(correction[..., d:, d].to(scores.dtype))
     visible = torch.ones(t, t, dtype=torch.bool, device=q_hat.device).tril()
-    probs = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
+    return scores.masked_fill(~visible, float("-inf"))
+
+
+def dense_core(q_hat: Tensor, k_hat: Tensor, v: Tensor, correction: Tensor, scale: float,
+               dropout_p: float = 0.0) -> Tensor:
+    """The wide-head attention with the band correction, materialised (the reference for `flex_core`)."""
+    probs = torch.softmax(band_scores(q_hat, k_hat, correction, scale), dim=-1)
     if dropout_p > 0.0:
         probs = F.dropout(probs, p=dropout_p)
-    return (probs @ v.to(work)).to(v.dtype)
+    return (probs @ v.to(probs.dtype)).to(v.dtype)
 
 
 def kq_conv_attention(q: Tensor, k: Tensor, v: Tensor, kernel: Tensor, pad_key: str = "both", *,
@@ -130,18 +136,26 @@ def only_kq_pre(options: dict) -> bool:
             and options.get("kq_post") is None and options.get("head_post") is None)
 
 
-def stacked_multi_token_attention(q, k, v, *, kq_pre=None, head_pre=None, kq_post=None, head_post=None,
-                                  pad_key="both", dropout_p=0.0) -> Tensor:
-    """`multi_token_attention` for pre-softmax-kq-conv-only calls; any other call runs the eager op."""
-    if not only_kq_pre(dict(kq_pre=kq_pre, head_pre=head_pre, kq_post=kq_post, head_post=head_post)):
-        return multi_token_attention(q, k, v, kq_pre=kq_pre, head_pre=head_pre, kq_post=kq_post,
-                                     head_post=head_post, pad_key=pad_key, dropout_p=dropout_p)
-    return kq_conv_attention(q, k, v, kq_pre, pad_key, dropout_p=dropout_p)
+def without_dropout(options: dict) -> bool:
+    """`only_kq_pre` for cores that have no dropout (FlexAttention, the Triton kernels)."""
+    return only_kq_pre(options) and not options.get("dropout_p")
+
+
+def kq_only_op(core, accepts):
+    """A backend op: `kq_conv_attention` through `core` for the calls `accepts` admits, the eager op otherwise."""
+
+    def op(q, k, v, *, kq_pre=None, head_pre=None, kq_post=None, head_post=None, pad_key="both", dropout_p=0.0):
+        options = dict(kq_pre=kq_pre, head_pre=head_pre, kq_post=kq_post, head_post=head_post, dropout_p=dropout_p)
+        if not accepts(options):
+            return multi_token_attention(q, k, v, pad_key=pad_key, **options)
+        return kq_conv_attention(q, k, v, kq_pre, pad_key, core=core, **({"dropout_p": dropout_p} if dropout_p else {}))
+
+    return op
 
 
 register_backend(
     "stacked",
-    stacked_multi_token_attention,
+    kq_only_op(dense_core, only_kq_pre),
     priority=5,
     supports=lambda device: True,
     accepts=only_kq_pre,

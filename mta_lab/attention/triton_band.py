@@ -24,8 +24,26 @@ import triton
 import triton.language as tl
 
 from mta_lab.attention.backends import register_backend
-from mta_lab.attention.functional import multi_token_attention
-from mta_lab.attention.stacked import kq_conv_attention, only_kq_pre
+from mta_lab.attention.stacked import kq_only_op, without_dropout
+
+
+@triton.jit
+def _corrected_scores(q_base, k_base, c_base, offs_m, offs_n, row_ok, col_ok, DK, W, scale, stride_qt, stride_ct,
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    """scale·Q̂K̂ᵀ of one (query block, key block) tile, the width looped in BLOCK_K chunks, minus C on the band
+    (not yet causally masked)."""
+    offs_k = tl.arange(0, BLOCK_K)
+    s = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for kk in range(0, DK, BLOCK_K):
+        k_ok = (kk + offs_k) < DK
+        q = tl.load(q_base + offs_m[:, None] * stride_qt + (kk + offs_k)[None, :],
+                    mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        k = tl.load(k_base + offs_n[:, None] * stride_qt + (kk + offs_k)[None, :],
+                    mask=col_ok[:, None] & k_ok[None, :], other=0.0)
+        s += tl.dot(q, tl.trans(k), input_precision=PRECISION)
+    delta = offs_m[:, None] - offs_n[None, :]
+    in_band = (delta >= 0) & (delta < W) & row_ok[:, None] & col_ok[None, :]
+    return s * scale - tl.load(c_base + offs_m[:, None] * stride_ct + delta, mask=in_band, other=0.0)
 
 
 @triton.jit
@@ -36,7 +54,6 @@ def _band_fwd(Q, K, V, C, Out, Lse, T, DK, DV, W, scale,
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_k = tl.arange(0, BLOCK_K)
     offs_dv = tl.arange(0, BLOCK_DV)
     q_base = Q + bh * stride_qb
     k_base = K + bh * stride_qb
@@ -50,19 +67,9 @@ def _band_fwd(Q, K, V, C, Out, Lse, T, DK, DV, W, scale,
     for start_n in range(0, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         col_ok = offs_n < T
-        s = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for kk in range(0, DK, BLOCK_K):
-            k_ok = (kk + offs_k) < DK
-            q = tl.load(q_base + offs_m[:, None] * stride_qt + (kk + offs_k)[None, :],
-                        mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-            k = tl.load(k_base + offs_n[:, None] * stride_qt + (kk + offs_k)[None, :],
-                        mask=col_ok[:, None] & k_ok[None, :], other=0.0)
-            s += tl.dot(q, tl.trans(k), input_precision=PRECISION)
-        s = s * scale
+        s = _corrected_scores(q_base, k_base, c_base, offs_m, offs_n, row_ok, col_ok, DK, W, scale, stride_qt,
+                              stride_ct, BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
         delta = offs_m[:, None] - offs_n[None, :]
-        in_band = (delta >= 0) & (delta < W) & row_ok[:, None] & col_ok[None, :]
-        corr = tl.load(c_base + offs_m[:, None] * stride_ct + delta, mask=in_band, other=0.0)
-        s = s - corr
         s = tl.where((delta >= 0) & col_ok[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp(m_i - m_new)
@@ -91,7 +98,7 @@ def _band_bwd(Q, K, V, C, dO, Lse, Delta, dQ, dK, dV, dC, T, DK, DV, W, scale,
     offs_dv = tl.arange(0, BLOCK_DV)
     row_ok = offs_m < T
     dv_ok = offs_dv < DV
-    q_base, k_base = Q + bh * stride_qb, K + bh * stride_qb
+    q_base, k_base, c_base = Q + bh * stride_qb, K + bh * stride_qb, C + bh * stride_cb
     dq_base, dk_base = dQ + bh * stride_qb, dK + bh * stride_qb
     v_base, dv_base = V + bh * stride_vb, dV + bh * stride_vb
     do = tl.load(dO + bh * stride_vb + offs_m[:, None] * stride_vt + offs_dv[None, :],
@@ -102,25 +109,17 @@ def _band_bwd(Q, K, V, C, dO, Lse, Delta, dQ, dK, dV, dC, T, DK, DV, W, scale,
     for start_n in range(0, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         col_ok = offs_n < T
-        s = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for kk in range(0, DK, BLOCK_K):
-            k_ok = (kk + offs_k) < DK
-            q = tl.load(q_base + offs_m[:, None] * stride_qt + (kk + offs_k)[None, :],
-                        mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-            k = tl.load(k_base + offs_n[:, None] * stride_qt + (kk + offs_k)[None, :],
-                        mask=col_ok[:, None] & k_ok[None, :], other=0.0)
-            s += tl.dot(q, tl.trans(k), input_precision=PRECISION)
-        s = s * scale
+        s = _corrected_scores(q_base, k_base, c_base, offs_m, offs_n, row_ok, col_ok, DK, W, scale, stride_qt,
+                              stride_ct, BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
         delta = offs_m[:, None] - offs_n[None, :]
         in_band = (delta >= 0) & (delta < W) & row_ok[:, None] & col_ok[None, :]
-        corr = tl.load(C + bh * stride_cb + offs_m[:, None] * stride_ct + delta, mask=in_band, other=0.0)
         visible = (delta >= 0) & col_ok[None, :] & row_ok[:, None]
-        p = tl.where(visible, tl.exp(s - corr - lse[:, None]), 0.0)
+        p = tl.where(visible, tl.exp(s - lse[:, None]), 0.0)
         v = tl.load(v_base + offs_n[:, None] * stride_vt + offs_dv[None, :],
                     mask=col_ok[:, None] & dv_ok[None, :], other=0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION).to(tl.float32)
         ds = p * (dp - delta_row[:, None])  # dLoss/dscore (after the scale and the correction)
-        tl.store(dC + bh * stride_cb + offs_m[:, None] * stride_ct + delta, -ds, mask=in_band)
+        tl.store(dC + bh * stride_cb + offs_m[:, None] * stride_ct + delta, -ds, mask=in_band)  # dC = -dS
         d_v = tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION).to(tl.float32)
         tl.atomic_add(dv_base + offs_n[:, None] * stride_vt + offs_dv[None, :], d_v,
                       mask=col_ok[:, None] & dv_ok[None, :])
@@ -200,26 +199,12 @@ def triton_core(q_hat, k_hat, v, correction, scale: float):
     return TritonBandAttention.apply(q_hat, k_hat, v, correction, float(scale))
 
 
-def triton_multi_token_attention(q, k, v, *, kq_pre=None, head_pre=None, kq_post=None, head_post=None,
-                                 pad_key="both", dropout_p=0.0):
-    """`multi_token_attention` for pre-softmax-kq-conv-only calls without dropout; others run the eager op."""
-    if not accepts_call(dict(kq_pre=kq_pre, head_pre=head_pre, kq_post=kq_post, head_post=head_post,
-                             dropout_p=dropout_p)):
-        return multi_token_attention(q, k, v, kq_pre=kq_pre, head_pre=head_pre, kq_post=kq_post,
-                                     head_post=head_post, pad_key=pad_key, dropout_p=dropout_p)
-    return kq_conv_attention(q, k, v, kq_pre, pad_key, core=triton_core)
-
-
-def accepts_call(options: dict) -> bool:
-    return only_kq_pre(options) and not options.get("dropout_p")
-
-
 register_backend(
     "triton",
-    triton_multi_token_attention,
+    kq_only_op(triton_core, without_dropout),
     priority=1,
     supports=lambda device: device.type == "cuda",
-    accepts=accepts_call,
+    accepts=without_dropout,
     description="pre-softmax kq conv only: the stacked decomposition in hand-written Triton kernels (width c_q·d "
                 "looped in chunks, no padding; linear memory); opt-in until measured",
 )

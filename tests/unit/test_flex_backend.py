@@ -41,27 +41,11 @@ def make_inputs(shape, c_q, c_k, *, dtype, device="cpu", seed=0):
     return [x.to(device=device, dtype=dtype).requires_grad_() for x in (q, k, v, kernel)]
 
 
-@pytest.mark.parametrize(("shape", "kernel"), list(itertools.product(SHAPES, KERNELS)))
-def test_decomposition_is_exact_forward_and_backward(shape, kernel):
+def assert_exact_in_float64(shape, kernel, core, seed):
+    """kq_conv_attention through `core` equals the eager op, forward and the gradients of q, k, v, kernel."""
     c_q, c_k, pad_key = kernel
-    q, k, v, theta = make_inputs(shape, c_q, c_k, dtype=torch.float64, seed=hash((shape, kernel)) % 1000)
+    q, k, v, theta = make_inputs(shape, c_q, c_k, dtype=torch.float64, seed=seed)
     ref = multi_token_attention(q, k, v, kq_pre=theta, pad_key=pad_key)
-    out = kq_conv_attention(q, k, v, theta, pad_key, core=dense_core)
-    assert rel_err(out, ref) < 1e-12
-    grad_out = torch.randn_like(ref)
-    expected = torch.autograd.grad(ref, (q, k, v, theta), grad_out)
-    got = torch.autograd.grad(out, (q, k, v, theta), grad_out)
-    for name, a, b in zip("q k v kernel".split(), got, expected, strict=True):
-        assert rel_err(a, b) < 1e-12, name
-
-
-@pytest.mark.parametrize(("shape", "kernel"), list(itertools.product(SHAPES[:2], KERNELS)))
-def test_band_attention_gradient_without_scatter_is_exact(shape, kernel):
-    # flex_core's autograd.Function (C's gradient from band dot products) with a materialised attend.
-    c_q, c_k, pad_key = kernel
-    q, k, v, theta = make_inputs(shape, c_q, c_k, dtype=torch.float64, seed=31)
-    ref = multi_token_attention(q, k, v, kq_pre=theta, pad_key=pad_key)
-    core = functools.partial(flex_core, attend=dense_attend)
     out = kq_conv_attention(q, k, v, theta, pad_key, core=core)
     assert rel_err(out, ref) < 1e-12
     grad_out = torch.randn_like(ref)
@@ -69,6 +53,17 @@ def test_band_attention_gradient_without_scatter_is_exact(shape, kernel):
     got = torch.autograd.grad(out, (q, k, v, theta), grad_out)
     for name, a, b in zip("q k v kernel".split(), got, expected, strict=True):
         assert rel_err(a, b) < 1e-12, name
+
+
+@pytest.mark.parametrize(("shape", "kernel"), list(itertools.product(SHAPES, KERNELS)))
+def test_decomposition_is_exact_forward_and_backward(shape, kernel):
+    assert_exact_in_float64(shape, kernel, dense_core, seed=hash((shape, kernel)) % 1000)
+
+
+@pytest.mark.parametrize(("shape", "kernel"), list(itertools.product(SHAPES[:2], KERNELS)))
+def test_band_attention_gradient_without_scatter_is_exact(shape, kernel):
+    # flex_core's autograd.Function (C's gradient from band dot products) with a materialised attend.
+    assert_exact_in_float64(shape, kernel, functools.partial(flex_core, attend=dense_attend), seed=31)
 
 
 def test_band_is_where_the_mask_matters():
