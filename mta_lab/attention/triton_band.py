@@ -141,15 +141,20 @@ def _band_bwd(Q, K, V, C, dO, Lse, Delta, dQ, dK, dV, dC, T, DK, DV, W, scale,
 
 
 def _blocks(dv: int, dtype: torch.dtype, *, backward: bool) -> dict:
-    """Tile sizes (untuned first guesses; MTA_TRITON_BLOCKS='{"BLOCK_M": 64, ...}' overrides, for tuning).
+    """Tile sizes and launch options of one kernel.
 
-    Float32 inputs multiply in full precision (not TF32), the reference's precision.
+    MTA_TRITON_BLOCKS overrides them, for tuning (reports/bench/tune_triton.py): a JSON object of kernel
+    arguments ('{"BLOCK_M": 64, "num_warps": 8}', both kernels) or {"fwd": {...}, "bwd": {...}}. Float32 inputs
+    multiply in full precision (not TF32), the reference's precision.
     """
     blocks = {"BLOCK_M": 64, "BLOCK_N": 32 if backward else 64, "BLOCK_K": 64,
               "BLOCK_DV": max(16, triton.next_power_of_2(dv)),
               "PRECISION": "ieee" if dtype == torch.float32 else "tf32"}
     if "MTA_TRITON_BLOCKS" in os.environ:
-        blocks |= json.loads(os.environ["MTA_TRITON_BLOCKS"])
+        override = json.loads(os.environ["MTA_TRITON_BLOCKS"])
+        if "fwd" in override or "bwd" in override:
+            override = override.get("bwd" if backward else "fwd", {})
+        blocks |= override
     return blocks
 
 
@@ -194,6 +199,7 @@ class TritonBandAttention(torch.autograd.Function):
                 dv_.view(b, h, t, dv).to(v2.dtype), d_corr, None)
 
 
+@torch.compiler.disable  # a graph break under torch.compile: the kernels launch as they are
 def triton_core(q_hat, k_hat, v, correction, scale: float):
     """`stacked.dense_core`'s function (no dropout) through the Triton kernels above."""
     return TritonBandAttention.apply(q_hat, k_hat, v, correction, float(scale))

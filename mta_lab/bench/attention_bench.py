@@ -301,7 +301,10 @@ def plan(config_names: list[str], requested: list[str], *, heads: int, head_dim:
 
 def run_bench(config_names: list[str], requested: list[str], *, seq_lens: list[int], batch: int, heads: int,
               head_dim: int, dtype_name: str, warmup: int, iters: int, device: torch.device,
-              on_run: Callable[[str], None] | None = None) -> list[AttentionBenchResult]:
+              on_run: Callable[[str], None] | None = None,
+              on_length: Callable[[list[AttentionBenchResult]], None] | None = None) -> list[AttentionBenchResult]:
+    """Every (config, length, backend) run; `on_run` before each, `on_length` with the results so far after
+    each length (to save partial tables)."""
     results = []
     dtype = DTYPES[dtype_name]
     for config, h, d, chosen in plan(config_names, requested, heads=heads, head_dim=head_dim, dtype_name=dtype_name,
@@ -325,6 +328,8 @@ def run_bench(config_names: list[str], requested: list[str], *, seq_lens: list[i
                     reference = kept
                 results.append(result)
             del qkv, weights, grad_out, reference
+            if on_length:
+                on_length(results)
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()

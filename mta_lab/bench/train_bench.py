@@ -11,7 +11,7 @@ import gc
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -41,10 +41,17 @@ class TrainBenchResult:
     status: str  # ok | oom | error: ...
 
 
+def attention_spec(label: str):
+    """The attention spec of a bench label: a preset name, or PRESET@BACKEND to pin the op's backend."""
+    name, _, backend = label.partition("@")
+    spec = load_preset(name)
+    return replace(spec, backend=backend) if backend else spec
+
+
 def bench_one(model_name: str, attention_name: str, *, batch_size: int, seq_len: int, steps: int, warmup: int,
               compile_model: bool, device: torch.device, peak_flops: float | None) -> TrainBenchResult:
     config = load_model_preset(model_name, max_seq_len=max(seq_len, load_model_preset(model_name).max_seq_len))
-    spec = load_preset(attention_name)
+    spec = attention_spec(attention_name)
     params = count_parameters(config, spec).total
     flops = flops_per_token(config, spec, seq_len).train
     result = TrainBenchResult(model_name, attention_name, params, batch_size, seq_len, steps, None, None, None,

@@ -13,7 +13,8 @@ from rich.progress import Progress
 
 from mta_lab.commands.options import parse_key_values
 
-USAGE = ("model=300m,880m attention=transformer,mta,talking_heads,diff [batch_size=2] [seq_len=2048] [steps=30] "
+USAGE = ("model=300m,880m attention=transformer,mta,talking_heads,diff (PRESET@BACKEND pins a backend) "
+         "[batch_size=2] [seq_len=2048] [steps=30] "
          "[warmup=5] [compile=true] [peak_flops=FLOP/s] [out=reports/bench] [tag=NAME]")
 DEFAULTS = {"model": "tiny", "attention": "transformer,mta,talking_heads,diff", "batch_size": 2, "seq_len": 256,
             "steps": 20, "warmup": 3, "compile": False, "peak_flops": None, "out": "reports/bench", "tag": None}
@@ -47,8 +48,14 @@ def parse_options(items: list[str]) -> dict:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from mta_lab.attention.presets import load_preset
-    from mta_lab.bench.train_bench import bench_one, default_device, markdown_table, peak_flops_for, write_report
+    from mta_lab.bench.train_bench import (
+        attention_spec,
+        bench_one,
+        default_device,
+        markdown_table,
+        peak_flops_for,
+        write_report,
+    )
     from mta_lab.model.config import load_model_preset
 
     options = parse_options(args.options)
@@ -56,11 +63,13 @@ def run_train(args: argparse.Namespace) -> int:
     for name in models:
         load_model_preset(name)  # unknown names fail before any work
     for name in attentions:
-        load_preset(name)
+        attention_spec(name)
     device = default_device()
     peak = peak_flops_for(device, options["peak_flops"])
     console = Console()
     results = []
+    tag = options["tag"] or f"train-{device.type}-{time.strftime('%Y%m%d-%H%M%S')}"
+    command = "mta-lab bench train " + " ".join(shlex.quote(a) for a in sys.argv[3:])
     with Progress(console=console) as progress:
         task = progress.add_task("bench train", total=len(models) * len(attentions))
         for model in models:
@@ -70,10 +79,9 @@ def run_train(args: argparse.Namespace) -> int:
                                          seq_len=options["seq_len"], steps=options["steps"],
                                          warmup=options["warmup"], compile_model=bool(options["compile"]),
                                          device=device, peak_flops=peak))
+                # Rewritten after every configuration: a run cut short keeps what it measured.
+                path = write_report(results, Path(options["out"]), tag=tag, command=command, settings=options)
                 progress.advance(task)
-    tag = options["tag"] or f"train-{device.type}-{time.strftime('%Y%m%d-%H%M%S')}"
-    command = "mta-lab bench train " + " ".join(shlex.quote(a) for a in sys.argv[3:])
-    path = write_report(results, Path(options["out"]), tag=tag, command=command, settings=options)
     console.print(markdown_table(results))
     console.print(f"written: {path} and {path.with_suffix('.json')}")
     return 0
@@ -133,6 +141,8 @@ def run_attention(args: argparse.Namespace) -> int:
     device = resolve_device(options["device"])
     shape = dict(heads=options["heads"], head_dim=options["head_dim"], dtype_name=options["dtype"], device=device)
     console = Console()
+    tag = options["tag"] or f"attention-{device.type}-{options['dtype']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    command = "mta-lab bench attention " + " ".join(shlex.quote(a) for a in args.options)
     with Progress(console=console) as progress:
         total = run_count(options["configs"], options["backends"], seq_lens=options["seq_lens"], **shape)
         task = progress.add_task("bench attention", total=total)
@@ -142,12 +152,14 @@ def run_attention(args: argparse.Namespace) -> int:
                 progress.advance(task)
             progress.update(task, description=description)
 
+        def save(results: list) -> None:  # after each length: a run cut short keeps what it measured
+            write_report(results, Path(options["out"]), tag=tag, command=command, settings=options, device=device,
+                         plot=False)
+
         results = run_bench(options["configs"], options["backends"], seq_lens=options["seq_lens"],
                             batch=options["batch"], warmup=options["warmup"],
-                            iters=options["iters"], on_run=on_run, **shape)
+                            iters=options["iters"], on_run=on_run, on_length=save, **shape)
         progress.update(task, completed=total, description="bench attention: done")
-    tag = options["tag"] or f"attention-{device.type}-{options['dtype']}-{time.strftime('%Y%m%d-%H%M%S')}"
-    command = "mta-lab bench attention " + " ".join(shlex.quote(a) for a in args.options)
     path = write_report(results, Path(options["out"]), tag=tag, command=command, settings=options, device=device,
                         plot=options["plot"])
     console.print(markdown_tables(results), markup=False, highlight=False, soft_wrap=True)

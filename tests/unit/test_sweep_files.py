@@ -31,6 +31,7 @@ EXPECTED_TRIALS = {
     "paper/kernel_size.yaml": 4,
     "paper/toy_table1.yaml": 36,
     "paper/toy_table1_h200.yaml": 36,
+    "paper/toy_table1_h200_long.yaml": 12,
     "paper/scaling.yaml": 48,
     "paper/hpo_lr_warmup.yaml": 30,
     "tiny/table5_cpu.yaml": 10,
@@ -147,6 +148,11 @@ def test_paper_toy_sweep_runs_all_twelve_experiments_with_three_seeds():
     config = load_run_config([*h200.base, *h200.ablation.variants["n8_first_mta"]], stamp="test")
     assert (config.train.max_steps, config.train.batch_size, config.optim.lr) == (3000, 64, 1e-4)
     assert (config.attention.kq_pre, config.data.toy_n, config.data.toy_variant) == ((2, 15), 8, "first")
+    long = SweepSpec.load(SWEEPS / "paper" / "toy_table1_h200_long.yaml")  # the same variants, one seed, longer
+    assert long.ablation.variants == spec.ablation.variants and long.seeds == (0,)
+    config = load_run_config([*long.base, *long.ablation.variants["n5_last_mta"]], stamp="test")
+    assert (config.train.max_steps, config.train.batch_size, config.optim.lr) == (12000, 64, 1e-4)
+    assert (config.attention.kq_pre, config.data.toy_n, config.data.toy_variant) == ((2, 9), 5, "last")
     cpu = SweepSpec.load(SWEEPS / "tiny" / "toy_cpu.yaml")
     config = load_run_config([*cpu.base, *cpu.ablation.variants["n8_last_mta"]], stamp="test")
     assert (config.data.toy_n, config.data.toy_variant, config.data.toy_train_samples) == (8, "last", 2000)

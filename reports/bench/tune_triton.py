@@ -1,0 +1,139 @@
+"""Tile search for the `triton` backend's kernels (attention/triton_band.py) on one GPU, with a correctness check.
+
+    python reports/bench/tune_triton.py [--seq-lens 1024,4096] [--out reports/bench/triton-tune-h200.json]
+
+For each shape (the kq_pre bench's B 1, H 16, d 96, c_q 6 → width 576, W 10; and the toy task's H 2, d 128, c_q 2,
+W 12), times forward and forward+backward of `TritonBandAttention` for every tile candidate against SDPA at
+head width d, and checks output and gradients against the materialised `dense_core` (bf16 inputs, float32
+reference). A candidate that fails to compile or run is recorded with its error. Prints the best per shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+import triton.testing
+
+from mta_lab.attention import triton_band
+from mta_lab.attention.stacked import dense_core
+
+SHAPES = {  # name: (heads, head_dim d, c_q, W)
+    "kq_pre 6x11": (16, 96, 6, 10),
+    "toy 2x15": (2, 128, 2, 8),
+}
+FWD = [dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k, num_warps=w, num_stages=s)
+       for m, n, k, w, s in itertools.product((64, 128), (32, 64), (64,), (4, 8), (2, 3)) if n <= m]
+BWD = [dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k, num_warps=w, num_stages=s)
+       for m, n, k, w, s in itertools.product((32, 64, 128), (16, 32, 64), (32, 64), (4, 8), (1,)) if n <= m]
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-30)).item()
+
+
+def inputs(heads: int, d: int, c_q: int, w: int, t: int):
+    g = torch.Generator(device="cuda").manual_seed(t)
+    q_hat = torch.randn(1, heads, t, c_q * d, device="cuda", generator=g).div(math.sqrt(c_q)).bfloat16()
+    k_hat = torch.randn(1, heads, t, c_q * d, device="cuda", generator=g).bfloat16()
+    v = torch.randn(1, heads, t, d, device="cuda", generator=g).bfloat16()
+    corr = torch.randn(1, heads, t, w, device="cuda", generator=g)
+    return [x.requires_grad_() for x in (q_hat, k_hat, v, corr)]
+
+
+def sdpa_times(q, k, v, grad) -> tuple[float, float]:
+    """Forward and forward+backward ms of causal SDPA at head width d (the reference of the ratios)."""
+    fwd = triton.testing.do_bench(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
+    total = triton.testing.do_bench(lambda: torch.autograd.grad(
+        F.scaled_dot_product_attention(q, k, v, is_causal=True), (q, k, v), grad))
+    return fwd, total
+
+
+def run_candidate(blocks: dict, backward: bool, args, grad, ref):
+    original = triton_band._blocks
+
+    def patched(dv, dtype, *, backward):
+        chosen = original(dv, dtype, backward=backward)
+        return chosen | (blocks if backward == patched.backward else {})
+
+    patched.backward = backward
+    triton_band._blocks = patched
+    try:
+        scale = 1.0 / math.sqrt(args[2].shape[-1])
+        out = triton_band.triton_core(*args, scale)
+        grads = torch.autograd.grad(out, args, grad)
+        errs = {name: rel(a, e) for name, a, e in zip(("out", "q", "k", "v", "corr"), (out, *grads), ref, strict=True)}
+        fwd = triton.testing.do_bench(lambda: triton_band.triton_core(*args, scale), warmup=5, rep=40)
+        total = triton.testing.do_bench(
+            lambda: torch.autograd.grad(triton_band.triton_core(*args, scale), args, grad), warmup=5, rep=40)
+        return {"fwd_ms": fwd, "total_ms": total, "errors": errs}
+    except Exception as err:  # noqa: BLE001 - record and go on
+        return {"error": f"{type(err).__name__}: {str(err)[:300]}"}
+    finally:
+        triton_band._blocks = original
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seq-lens", default="4096")
+    parser.add_argument("--shapes", default=",".join(SHAPES))
+    parser.add_argument("--out", default="reports/bench/triton-tune.json")
+    parser.add_argument("--best-out", help="write the best tiles as MTA_TRITON_BLOCKS JSON here")
+    parser.add_argument("--budget-s", type=float, default=240.0, help="stop searching a shape after this long")
+    opts = parser.parse_args()
+    results = []
+    for shape in opts.shapes.split(","):
+        heads, d, c_q, w = SHAPES[shape]
+        for t in map(int, opts.seq_lens.split(",")):
+            args = inputs(heads, d, c_q, w, t)
+            grad = torch.randn(1, heads, t, d, device="cuda").bfloat16()
+            f32 = [x.detach().float().requires_grad_() for x in args]
+            ref_out = dense_core(*f32, 1.0 / math.sqrt(d))
+            ref = (ref_out, *torch.autograd.grad(ref_out, f32, grad.float()))
+            del ref_out
+            qs, ks, vs = (torch.randn(1, heads, t, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+                          for _ in range(3))
+            sdpa_fwd, sdpa_total = sdpa_times(qs, ks, vs, grad)
+            print(f"== {shape} T={t}: SDPA fwd {sdpa_fwd:.3f} ms, fwd+bwd {sdpa_total:.3f} ms", flush=True)
+            shape_start = time.time()
+            for phase, candidates in (("fwd", FWD), ("bwd", BWD)):
+                for blocks in candidates:
+                    if time.time() - shape_start > opts.budget_s:
+                        print(f"budget of {opts.budget_s:.0f}s spent: {phase} {blocks} not tried", flush=True)
+                        continue
+                    start = time.time()
+                    r = run_candidate(blocks, phase == "bwd", args, grad, ref)
+                    row = {"shape": shape, "T": t, "phase": phase, "blocks": blocks, "sdpa_fwd_ms": sdpa_fwd,
+                           "sdpa_total_ms": sdpa_total, **r}
+                    results.append(row)
+                    summary = r.get("error") or (f"fwd {r['fwd_ms']:.3f} total {r['total_ms']:.3f} ms "
+                                                 f"(x{r['total_ms'] / sdpa_total:.1f} SDPA) max err "
+                                                 f"{max(r['errors'].values()):.1e}")
+                    print(f"{phase} {blocks}: {summary} [{time.time() - start:.1f}s]", flush=True)
+            with open(opts.out, "w") as fh:
+                json.dump(results, fh, indent=1)
+    best_env: dict = {}  # MTA_TRITON_BLOCKS for the first shape at its longest T
+    for shape in opts.shapes.split(","):
+        for phase in ("fwd", "bwd"):
+            ok = [r for r in results if r["shape"] == shape and r["phase"] == phase and "error" not in r
+                  and max(r["errors"].values()) < 2e-2]
+            key = "fwd_ms" if phase == "fwd" else "total_ms"
+            for t in sorted({r["T"] for r in ok}):
+                best = min((r for r in ok if r["T"] == t), key=lambda r: r[key])
+                print(f"BEST {shape} T={t} {phase}: {best['blocks']} {key}={best[key]:.3f}", flush=True)
+                if shape == opts.shapes.split(",")[0]:
+                    best_env[phase] = best["blocks"]
+    if opts.best_out:
+        with open(opts.best_out, "w") as fh:
+            json.dump(best_env, fh)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
