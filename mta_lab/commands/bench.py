@@ -41,6 +41,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                  "over the sequence lengths, with ratios to SDPA and the error against eager.")
     attention.add_argument("options", nargs="*", metavar="KEY=VALUE", help=ATTENTION_USAGE)
     attention.set_defaults(handler=run_attention)
+    rewrite = kinds.add_parser("rewrite", help="rewrite a bench attention report (table, goals, plot) from its JSON",
+                               description="mta-lab bench rewrite FILE.json [...]: rewrites FILE.md and FILE.png "
+                               "beside each saved `bench attention` JSON, e.g. one a time limit cut short (its "
+                               "JSON is saved after every sequence length, without the plot).")
+    rewrite.add_argument("files", nargs="+", type=Path, metavar="FILE.json")
+    rewrite.set_defaults(handler=run_rewrite)
 
 
 def parse_options(items: list[str]) -> dict:
@@ -166,4 +172,13 @@ def run_attention(args: argparse.Namespace) -> int:
     goals = path.read_text().split("## Goals", 1)[1].split("![", 1)[0].strip()
     console.print(goals, markup=False, highlight=False, soft_wrap=True)
     console.print(f"written: {path} and {path.with_suffix('.json')}")
+    return 0
+
+
+def run_rewrite(args: argparse.Namespace) -> int:
+    from mta_lab.bench.attention_bench import rewrite_report
+
+    console = Console()
+    for path in args.files:
+        console.print(f"written: {rewrite_report(path)}")
     return 0

@@ -107,7 +107,11 @@ def kq_kernel_figure(layers, name: str, pad_key: str = "both"):
     rows = [lk for lk in layers if getattr(lk, name) is not None]
     n_heads = getattr(rows[0], name).shape[0]
     vmax = max(float(np.abs(getattr(lk, name)).max()) for lk in rows) or 1.0
-    fig, axes = plt.subplots(len(rows), n_heads, figsize=(1.8 * n_heads + 1.5, 1.6 * len(rows) + 1), squeeze=False)
+    c_q, c_k = getattr(rows[0], name).shape[1:]
+    # Panels sized by the kernel (a 2x15 kernel is wide and flat); constrained layout keeps titles off tick labels.
+    width, height = max(1.8, 0.25 * c_k + 0.6), max(1.2, 0.3 * c_q + 0.9)
+    fig, axes = plt.subplots(len(rows), n_heads, figsize=(width * n_heads + 1.5, height * len(rows) + 0.8),
+                             squeeze=False, layout="constrained")
     for r, lk in enumerate(rows):
         k = getattr(lk, name)
         c_q, c_k = k.shape[1:]

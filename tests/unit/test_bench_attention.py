@@ -157,3 +157,45 @@ def test_suffixed_lengths_are_read():
     from mta_lab.commands.bench import parse_attention_options
 
     assert parse_attention_options(["seq_lens=1K,2k,4096"])["seq_lens"] == [1024, 2048, 4096]
+
+
+def test_rewrite_rebuilds_the_report_and_plot_from_the_json(report, tmp_path):
+    pytest.importorskip("matplotlib")
+    out, payload, markdown, _ = report
+    saved = tmp_path / "tiny.json"
+    saved.write_text(json.dumps(payload))
+    assert main(["bench", "rewrite", str(saved)]) == 0
+    rewritten = (tmp_path / "tiny.md").read_text()
+    assert rewritten.split("## Goals")[0] == markdown.split("## Goals")[0]  # the same tables from the same numbers
+    assert (tmp_path / "tiny.png").stat().st_size > 0 and "![time vs T](tiny.png)" in rewritten
+    assert json.loads(saved.read_text())["results"] == payload["results"]
+
+
+def test_rewrite_of_a_file_that_is_not_a_bench_json_is_one_clear_error(tmp_path):
+    bad = tmp_path / "notes.json"
+    bad.write_text('{"hello": 1}')
+    result = subprocess.run([sys.executable, "-m", "mta_lab.cli", "bench", "rewrite", str(bad)], capture_output=True,
+                            text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "cannot be read as a `mta-lab bench attention` JSON" in " ".join(result.stderr.split())
+    assert not (tmp_path / "notes.md").exists()
+
+
+def test_memory_goal_judges_streaming_backends_only():
+    from mta_lab.bench.attention_bench import AttentionBenchResult, goals
+
+    def row(backend, t, gib):
+        return AttentionBenchResult("kq_pre", backend, 1, 16, 96, t, "bf16", 1.0, 1.0, 2.0, gib)
+
+    # eager and stacked hold T x T maps by design (quadratic); the linear-memory goal is about the others.
+    rows = [row(b, t, g) for t in (1024, 4096) for b, g in
+            (("sdpa", t / 1e4), ("eager", (t / 1e3) ** 2), ("stacked", (t / 1e3) ** 2), ("flex", t / 1e3))]
+
+    def memory_goal(rows):
+        [goal] = [g for g in goals(rows, device_name="H200", dtype_name="bf16") if g["goal"].startswith("memory")]
+        return goal
+
+    memory = memory_goal(rows)
+    assert memory["status"] == "met" and "flex T^1.00" in memory["text"] and "stacked T^2.00" in memory["text"]
+    rows += [row("chunked", t, (t / 1e3) ** 1.5) for t in (1024, 4096)]
+    assert memory_goal(rows)["status"] == "not met"
