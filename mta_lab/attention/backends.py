@@ -29,7 +29,11 @@ class Backend:
     supports: Callable[[torch.device], bool]
     description: str
     accepts: Callable[[dict], bool]  # op keyword arguments (kq_pre=..., head_pre=..., ...) -> handled?
-    # The options may also carry "score_elements" (B·H·T², a hint for the choice, not an op argument).
+    # The options may also carry HINTS for the choice under "auto" (not op arguments): "score_elements" (B·H·T²)
+    # and "compiling" (torch.compile is tracing the call).
+
+
+HINTS = ("score_elements", "compiling")
 
 
 _REGISTRY: dict[str, Backend] = {}
@@ -75,7 +79,7 @@ def resolve_backend(name: str, device: torch.device | str, options: dict | None 
         raise RuntimeError(
             f"attention backend {name!r} does not run on {device}; use backend=auto or one of: {', '.join(usable)}"
         )
-    if options and not backend.accepts({k: v for k, v in options.items() if k != "score_elements"}):
+    if options and not backend.accepts({k: v for k, v in options.items() if k not in HINTS}):
         raise RuntimeError(
             f"attention backend {name!r} does not implement this layer's options "
             f"({', '.join(k for k, v in options.items() if v is not None and k in OP_OPTIONS)}); use backend=auto"
@@ -96,3 +100,4 @@ from mta_lab.attention import stacked as _stacked  # noqa: E402,F401  (registers
 
 if importlib.util.find_spec("triton") is not None:  # CPU-only installs have no Triton
     from mta_lab.attention import triton_band as _triton_band  # noqa: E402,F401  (registers "triton")
+    from mta_lab.attention import triton_conv as _triton_conv  # noqa: E402,F401  (registers "triton_conv")

@@ -46,6 +46,14 @@ def kq_conv(scores: Tensor, kernel: Tensor, pad_key: str = "both") -> Tensor:
     return F.conv2d(padded, weight, groups=n_heads)
 
 
+def causal_kq_conv(x: Tensor, kernel: Tensor, pad_key: str = "both") -> Tensor:
+    """`kq_conv` of causal (B, H, T, T) maps: the input's strict upper triangle zeroed before (Mask_0 of step 2;
+    softmax probabilities are zero there already) and the output's after (the re-zeroing of step 5; before step
+    4's -inf mask it changes nothing). Fast backends replace this function (`triton_conv.py`)."""
+    visible = causal_mask(x.shape[-2], x.shape[-1], x.device)
+    return kq_conv(x.masked_fill(~visible, 0.0), kernel, pad_key).masked_fill(~visible, 0.0)
+
+
 def mix_heads_pre(scores: Tensor, weight: Tensor) -> Tensor:
     """Step 3: S''[h] = Σ_{h'} W[h, h'] S'[h'], weight (H, H) indexed [out, in]."""
     return torch.einsum("oh,bhij->boij", weight.to(scores.dtype), scores)
@@ -80,6 +88,15 @@ def multi_token_attention(
     [group, in, out]. dropout_p is applied as given (pass 0 in eval mode). With every option None this is
     causal softmax attention.
     """
+    return materialised_attention(q, k, v, kq_pre=kq_pre, head_pre=head_pre, kq_post=kq_post, head_post=head_post,
+                                  pad_key=pad_key, dropout_p=dropout_p, conv=causal_kq_conv)
+
+
+def materialised_attention(q: Tensor, k: Tensor, v: Tensor, *, kq_pre: Tensor | None, head_pre: Tensor | None,
+                           kq_post: Tensor | None, head_post: Tensor | None, pad_key: str, dropout_p: float,
+                           conv) -> Tensor:
+    """`multi_token_attention` with its causal key-query convolution `conv` (same signature as
+    `causal_kq_conv`) given: the reference passes `causal_kq_conv`, the "materialised" backend Triton's."""
     if q.dim() != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
         raise ValueError(f"expected q, k, v of shape (B, H, T, d); got {tuple(q.shape)}, {tuple(k.shape)}, "
                          f"{tuple(v.shape)}")
@@ -91,12 +108,12 @@ def multi_token_attention(
 
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # step 1: scale before any convolution
     if kq_pre is not None:  # step 2: Mask_0, then the zero-padded convolution
-        scores = kq_conv(scores.masked_fill(~visible, 0.0), kq_pre, pad_key)
+        scores = conv(scores, kq_pre, pad_key)
     if head_pre is not None:  # step 3
         scores = mix_heads_pre(scores, head_pre)
     probs = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)  # step 4
     if kq_post is not None:  # step 5: future probabilities are already 0; re-zero after the conv
-        probs = kq_conv(probs, kq_post, pad_key).masked_fill(~visible, 0.0)
+        probs = conv(probs, kq_post, pad_key)
     if head_post is not None:  # step 6
         probs = mix_heads_post(probs, head_post)
     if dropout_p > 0.0:  # step 7

@@ -198,9 +198,11 @@ class MultiTokenAttention(AttentionBase):
         if self.mixes_scores:
             options = dict(kq_pre=self.kq_pre, head_pre=self.head_pre, kq_post=self.kq_post,
                            head_post=self.head_post, pad_key=self.spec.pad_key, dropout_p=self.dropout_p)
-            # The score-map size lets "auto" weigh materialising backends against linear-memory ones.
-            score_elements = q.shape[0] * q.shape[1] * q.shape[2] ** 2
-            op = resolve_backend(self.spec.backend, q.device, {**options, "score_elements": score_elements}).fn
+            # Hints for "auto": the score-map size (materialising vs linear-memory backends) and whether
+            # torch.compile is tracing (it fuses the materialised backends' glue; hand-written kernels break graphs).
+            hints = {"score_elements": q.shape[0] * q.shape[1] * q.shape[2] ** 2,
+                     "compiling": torch.compiler.is_compiling()}
+            op = resolve_backend(self.spec.backend, q.device, {**options, **hints}).fn
             out = op(q, k, v, **options)
         else:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout_p)

@@ -9,9 +9,9 @@ Backward: one program per query block recomputes the scores block by block and, 
 accumulates dQ̂ in place (the program owns its rows), dK̂ and dV with atomic adds, and writes dC = −dS on the
 band (each band entry belongs to exactly one program). The matmul work equals FlashAttention's at width DK.
 
-Status: correct against the eager op in Triton's interpreter (TRITON_INTERPRET=1 on CPU, fp32, forward and every
-gradient); not yet run on a GPU. Registered as backend "triton" (CUDA, opt-in: priority below "stacked" and
-"flex" until it is measured), only where Triton is installed.
+Correct against the eager op in Triton's interpreter (TRITON_INTERPRET=1 on CPU, fp32, forward and every gradient)
+and on an H200 (fp32 and bf16, tests/unit/test_flex_backend.py). Registered as backend "triton", only where Triton
+is installed. Tiles from a search on the H200 (reports/bench/triton-tune-h200.log, kq_pre 6x11 at T 4096).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import triton
 import triton.language as tl
 
 from mta_lab.attention.backends import register_backend
+from mta_lab.attention.flex import MATERIALISE_UP_TO
 from mta_lab.attention.stacked import kq_only_op, without_dropout
 
 
@@ -147,8 +148,13 @@ def _blocks(dv: int, dtype: torch.dtype, *, backward: bool) -> dict:
     arguments ('{"BLOCK_M": 64, "num_warps": 8}', both kernels) or {"fwd": {...}, "bwd": {...}}. Float32 inputs
     multiply in full precision (not TF32), the reference's precision.
     """
-    blocks = {"BLOCK_M": 64, "BLOCK_N": 32 if backward else 64, "BLOCK_K": 64,
-              "BLOCK_DV": max(16, triton.next_power_of_2(dv)),
+    if dtype == torch.float32:  # the untuned first tiles (tested in fp32; larger ones may not fit)
+        tiles = {"BLOCK_M": 64, "BLOCK_N": 32 if backward else 64, "BLOCK_K": 64}
+    elif backward:  # 16-bit: the H200 search's best (kq_pre 6x11, T 4096: 14.7 vs 21.5 ms fwd+bwd at 64x32)
+        tiles = {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "num_warps": 8, "num_stages": 1}
+    else:
+        tiles = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "num_warps": 4, "num_stages": 3}
+    blocks = {**tiles, "BLOCK_DV": max(16, triton.next_power_of_2(dv)),
               "PRECISION": "ieee" if dtype == torch.float32 else "tf32"}
     if "MTA_TRITON_BLOCKS" in os.environ:
         override = json.loads(os.environ["MTA_TRITON_BLOCKS"])
@@ -205,12 +211,20 @@ def triton_core(q_hat, k_hat, v, correction, scale: float):
     return TritonBandAttention.apply(q_hat, k_hat, v, correction, float(scale))
 
 
+def accepts_call(options: dict) -> bool:
+    """kq-only calls without dropout, except small ones under torch.compile: there the compiled "stacked" backend
+    is faster (880M, T 2048: 0.695x vs 0.421x the Transformer's tokens/s, reports/bench/train-h200-880m-fast.md)."""
+    small = options.get("score_elements", MATERIALISE_UP_TO + 1) <= MATERIALISE_UP_TO
+    return without_dropout(options) and not (options.get("compiling") and small)
+
+
 register_backend(
     "triton",
-    kq_only_op(triton_core, without_dropout),
-    priority=1,
+    kq_only_op(triton_core, accepts_call),
+    priority=12,
     supports=lambda device: device.type == "cuda",
-    accepts=without_dropout,
+    accepts=accepts_call,
     description="pre-softmax kq conv only: the stacked decomposition in hand-written Triton kernels (width c_q·d "
-                "looped in chunks, no padding; linear memory); opt-in until measured",
+                "looped in chunks, no padding; linear memory); the fastest kq-only backend on an H200 except small "
+                "maps under torch.compile",
 )

@@ -4,6 +4,8 @@
 #                                             # GPU tests, Triton tile search, bench attention kq_pre on GPU 0
 #   bash reports/device/2026-11-28.sh two     # bench attention toy and paper; bench train 880M on GPU 0
 #   bash reports/device/2026-11-28.sh three   # wait for the toy deadline; toy report
+#   bash reports/device/2026-11-28.sh four    # (a fresh 1-GPU machine) the triton_conv backend: GPU tests,
+#                                             # bench train 880M transformer vs mta, bench attention paper/kq_pre
 # Results go to $OUT (the device tool brings them back) and are committed under reports/.
 set -u
 export PYTHONUNBUFFERED=1 TERM=dumb NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
@@ -61,5 +63,21 @@ case "${1:-}" in
     cp /tmp/toy_long/mlflow.db /tmp/toy_long/optuna.journal $OUT/toy-long/ 2>/dev/null
     tail -q -n 5 /tmp/toy_long/runs/*/worker.log 2>/dev/null > $OUT/toy-long/worker-logs-tail.txt
     pack ;;
-  *) echo "usage: $0 one|two|three" >&2; exit 2 ;;
+  four)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+      .whl/*.whl 2>&1 | tail -2
+    timeout 120 python3 -m pytest -q -p no:cacheprovider tests/unit/test_flex_backend.py \
+      -k "triton_conv or registry or model_on_gpu" --timeout 60 > $OUT/pytest-gpu-triton-conv.log 2>&1
+    echo "pytest rc=$?"; tail -3 $OUT/pytest-gpu-triton-conv.log
+    timeout 170 $MTA bench train model=880m attention=transformer,mta batch_size=2 seq_len=2048 steps=10 warmup=3 \
+      compile=true tag=train-h200-880m-triton-conv out=$OUT/bench > $OUT/bench-train.log 2>&1
+    echo "bench train rc=$?"; tail -8 $OUT/bench-train.log
+    timeout 50 $MTA bench attention configs=paper seq_lens=1024,2048,4096 backends=sdpa,eager,triton_conv iters=3 \
+      warmup=1 tag=attention-h200-paper-triton-conv out=$OUT/bench > $OUT/bench-paper.log 2>&1
+    echo "bench paper rc=$?"; grep -A3 "^- goal" $OUT/bench/attention-h200-paper-triton-conv.md
+    timeout 40 $MTA bench attention configs=kq_pre seq_lens=2048,4096 backends=sdpa,stacked,triton,triton_conv \
+      iters=5 tag=attention-h200-kq_pre-triton-conv out=$OUT/bench > $OUT/bench-kq.log 2>&1
+    echo "bench kq rc=$?"
+    pack ;;
+  *) echo "usage: $0 one|two|three|four" >&2; exit 2 ;;
 esac

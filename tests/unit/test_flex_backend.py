@@ -120,9 +120,12 @@ def test_registry_routes_only_what_each_backend_implements():
     assert resolve_backend("auto", "cpu", {"kq_pre": kernel, "dropout_p": 0.1}).name == "stacked"
     assert resolve_backend("auto", "cpu", {"kq_pre": kernel, "head_pre": mix}).name == "eager"
     if CUDA:
-        assert resolve_backend("auto", "cuda", {"kq_pre": kernel, "dropout_p": 0.0}).name == "flex"
+        streaming = "triton" if "triton" in backend_names() else "flex"
+        assert resolve_backend("auto", "cuda", {"kq_pre": kernel, "dropout_p": 0.0}).name == streaming
         assert resolve_backend("auto", "cuda", {"kq_pre": kernel, "dropout_p": 0.1}).name == "stacked"
-        assert resolve_backend("auto", "cuda", {"kq_pre": kernel, "head_pre": mix}).name != "flex"
+        full = "triton_conv" if "triton_conv" in backend_names() else "eager"
+        assert resolve_backend("auto", "cuda", {"kq_pre": kernel, "head_pre": mix}).name == full
+        assert resolve_backend("auto", "cuda", {"head_pre": mix}).name == "eager"  # nothing to convolve
     with pytest.raises(RuntimeError, match="does not"):
         resolve_backend("flex", "cpu", {"kq_pre": kernel})
 
@@ -139,7 +142,7 @@ GPU_CASES = [
 ]
 
 
-GPU_BACKENDS = tuple(name for name in ("flex", "stacked", "triton") if name in backend_names())
+GPU_BACKENDS = tuple(name for name in ("flex", "stacked", "triton", "triton_conv") if name in backend_names())
 
 
 @needs_cuda
@@ -182,8 +185,10 @@ def test_model_on_gpu_uses_flex_and_matches_the_eager_backend():
     slow.load_state_dict(fast.state_dict())
     tokens = torch.randint(0, config.vocab_size, (2, 300), device="cuda")
     small = {"kq_pre": torch.zeros(1, 6, 11), "score_elements": 2 * 4 * 300**2}
-    assert resolve_backend("auto", "cuda", small).name == "stacked"
-    assert resolve_backend("auto", "cuda", {**small, "score_elements": 2**40}).name == "flex"
+    streaming = "triton" if "triton" in backend_names() else "flex"
+    assert resolve_backend("auto", "cuda", small).name == streaming
+    assert resolve_backend("auto", "cuda", {**small, "compiling": True}).name == "stacked"
+    assert resolve_backend("auto", "cuda", {**small, "compiling": True, "score_elements": 2**40}).name == streaming
     losses = []
     for model in (fast, slow):
         logits = model(tokens)
@@ -193,3 +198,31 @@ def test_model_on_gpu_uses_flex_and_matches_the_eager_backend():
     assert rel_err(losses[0], losses[1]) < 1e-5
     for (name, a), b in zip(fast.named_parameters(), slow.parameters(), strict=True):
         assert rel_err(a.grad, b.grad) < 1e-3, name
+
+
+@needs_cuda
+@pytest.mark.skipif("triton_conv" not in backend_names(), reason="Triton is not installed")
+@pytest.mark.parametrize(("shape", "dtype"), [((1, 16, 600, 32), torch.bfloat16), ((2, 4, 130, 16), torch.float32)])
+def test_triton_conv_backend_runs_the_paper_config_on_gpu(shape, dtype):
+    b, h, t, d = shape
+    g = torch.Generator(device="cuda").manual_seed(3)
+
+    def rand(*size, scale=1.0):
+        return (scale * torch.randn(*size, device="cuda", dtype=torch.float64, generator=g)).requires_grad_()
+
+    q, k, v = rand(b, h, t, d), rand(b, h, t, d), rand(b, h, t, d)
+    weights = {"kq_pre": rand(h, 6, 11, scale=0.2), "head_pre": rand(h, h, scale=0.3),
+               "kq_post": rand(h, 6, 11, scale=0.2), "head_post": rand(1, h, h, scale=0.3)}
+    ref = multi_token_attention(q, k, v, **weights)
+    grad_out = torch.randn_like(ref)
+    expected = torch.autograd.grad(ref, (q, k, v, *weights.values()), grad_out)
+    inputs = [x.detach().to(dtype).requires_grad_() for x in (q, k, v)]
+    params = {n: w.detach().float().requires_grad_() for n, w in weights.items()}
+    fn = resolve_backend("auto", "cuda", params).fn
+    assert resolve_backend("auto", "cuda", params).name == "triton_conv"
+    out = fn(*inputs, **params)
+    got = torch.autograd.grad(out, (*inputs, *params.values()), grad_out.to(dtype))
+    budget = 2e-5 if dtype == torch.float32 else 2e-2
+    assert rel_err(out, ref) < budget
+    for name, a, e in zip(["q", "k", "v", *weights], got, expected, strict=True):
+        assert rel_err(a, e) < budget * 2, name

@@ -7,25 +7,8 @@ run compiled in `test_flex_backend.py`'s GPU cases (backend "triton"). Without T
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import subprocess
-import sys
-
-import numpy as np
 import pytest
-
-
-def _skip_reason() -> str | None:
-    if importlib.util.find_spec("triton") is None:
-        return "Triton is not installed"
-    if tuple(int(x) for x in np.__version__.split(".")[:2]) >= (2, 3):
-        return "Triton's interpreter needs numpy < 2.3 (it converts 1-element arrays with int())"
-    return None
-
-
-SKIP = _skip_reason()
+from triton_interpreter import SKIP, run_interpreted
 
 CHECK = r"""
 import json, torch
@@ -57,10 +40,7 @@ print(json.dumps(worst))
 
 @pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
 def test_triton_kernels_match_eager_in_the_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    result = subprocess.run([sys.executable, "-c", CHECK], env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    worst = json.loads(result.stdout.strip().splitlines()[-1])
+    worst = run_interpreted(CHECK)
     assert set(worst) == {"out", "q", "k", "v", "kernel"}
     for name, err in worst.items():
         assert err < 1e-5, (name, err)

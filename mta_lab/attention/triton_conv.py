@@ -1,0 +1,160 @@
+"""Triton kernels for the key-query convolution of materialised (B, H, T, T) maps, causal in and out.
+
+The reference (`functional.causal_kq_conv`) runs `F.conv2d` on the zero-masked maps; on an H200 its backward
+(cuDNN's depthwise kernels on T × T images) is ~90% of the paper config's time. Here the same function
+
+    y[i, j] = Σ_{a, b} θ[h, a, b] · x̄[i - (c_q - 1) + a, j - o + b]   for j <= i, 0 above the diagonal,
+    x̄ = x with its strict upper triangle zeroed (zero padded outside [0, T)),
+
+is three kernels: the forward and the input gradient are one tap-unrolled correlation (the gradient uses the
+flipped kernel), and the kernel gradient reduces G ⊙ shifted x̄ per tile into a partial-sum buffer (summed by
+torch, deterministic). Tiles entirely above the diagonal are skipped. Maps stay in their dtype (float32 in the
+op), accumulation is float32.
+
+Used by the "materialised" backend (`materialised.py`); checked against `F.conv2d` in Triton's interpreter
+(tests/unit/test_triton_conv.py) and on the GPU (tests/unit/test_flex_backend.py).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from mta_lab.attention.backends import register_backend
+from mta_lab.attention.functional import materialised_attention
+from mta_lab.attention.stacked import key_offset
+
+BLOCK = 64  # output tile: BLOCK × BLOCK positions of one map
+
+
+@triton.jit
+def _correlate(X, W, Y, T, row_off, col_off, C_Q: tl.constexpr, C_K: tl.constexpr, N_HEADS: tl.constexpr,
+               BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr):
+    """Y[i, j] = Σ_{a,b} W[h, a, b] · X̄[i + a - row_off, j + b - col_off] on the lower triangle (j <= i), else 0;
+    X̄ is X with its strict upper triangle zeroed."""
+    pid_i, pid_j, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    h = bh % N_HEADS
+    offs_i = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
+    offs_j = pid_j * BLOCK_J + tl.arange(0, BLOCK_J)
+    base = bh.to(tl.int64) * T * T
+    out_ok = (offs_i[:, None] < T) & (offs_j[None, :] < T)
+    acc = tl.zeros([BLOCK_I, BLOCK_J], dtype=tl.float32)
+    if pid_j * BLOCK_J <= pid_i * BLOCK_I + BLOCK_I - 1:  # the tile reaches the lower triangle
+        for a in tl.static_range(C_Q):
+            rows = offs_i + a - row_off
+            row_ok = (rows >= 0) & (rows < T)
+            for b in tl.static_range(C_K):
+                cols = offs_j + b - col_off
+                ok = row_ok[:, None] & (cols[None, :] >= 0) & (cols[None, :] <= rows[:, None])
+                x = tl.load(X + base + rows[:, None] * T + cols[None, :], mask=ok, other=0.0)
+                acc += tl.load(W + (h * C_Q + a) * C_K + b) * x.to(tl.float32)
+    acc = tl.where(offs_j[None, :] <= offs_i[:, None], acc, 0.0)
+    tl.store(Y + base + offs_i[:, None] * T + offs_j[None, :], acc.to(Y.dtype.element_ty), mask=out_ok)
+
+
+@triton.jit
+def _kernel_grad(G, X, P, T, row_off, col_off, n_tiles_j, C_Q: tl.constexpr, C_K: tl.constexpr,
+                 BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, TAPS: tl.constexpr):
+    """P[bh, tile, a·C_K + b] = Σ_tile G[i, j] · X̄[i + a - row_off, j + b - col_off] over its lower-triangle
+    outputs (j <= i)."""
+    pid_i, pid_j, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    offs_i = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
+    offs_j = pid_j * BLOCK_J + tl.arange(0, BLOCK_J)
+    base = bh.to(tl.int64) * T * T
+    taps = tl.arange(0, TAPS)
+    sums = tl.zeros([TAPS], dtype=tl.float32)
+    if pid_j * BLOCK_J <= pid_i * BLOCK_I + BLOCK_I - 1:
+        g_ok = (offs_i[:, None] < T) & (offs_j[None, :] <= offs_i[:, None])
+        g = tl.load(G + base + offs_i[:, None] * T + offs_j[None, :], mask=g_ok, other=0.0).to(tl.float32)
+        for a in tl.static_range(C_Q):
+            rows = offs_i + a - row_off
+            row_ok = (rows >= 0) & (rows < T)
+            for b in tl.static_range(C_K):
+                cols = offs_j + b - col_off
+                ok = row_ok[:, None] & (cols[None, :] >= 0) & (cols[None, :] <= rows[:, None])
+                x = tl.load(X + base + rows[:, None] * T + cols[None, :], mask=ok, other=0.0)
+                sums += tl.where(taps == a * C_K + b, tl.sum(g * x.to(tl.float32)), 0.0)
+    tile = pid_i * n_tiles_j + pid_j
+    tl.store(P + (bh.to(tl.int64) * tl.num_programs(0) * n_tiles_j + tile) * TAPS + taps, sums)
+
+
+def _grid(x: torch.Tensor):
+    b, h, t, _ = x.shape
+    return (triton.cdiv(t, BLOCK), triton.cdiv(t, BLOCK), b * h)
+
+
+def _correlate_call(x: torch.Tensor, weight: torch.Tensor, row_off: int, col_off: int) -> torch.Tensor:
+    y = torch.empty_like(x)
+    _, h, t, _ = x.shape
+    _correlate[_grid(x)](x, weight, y, t, row_off, col_off, C_Q=weight.shape[1], C_K=weight.shape[2], N_HEADS=h,
+                         BLOCK_I=BLOCK, BLOCK_J=BLOCK)
+    return y
+
+
+class CausalKQConv(torch.autograd.Function):
+    """(x (B, H, T, T), kernel (H, c_q, c_k), key offset o) -> the causal key-query convolution above."""
+
+    @staticmethod
+    def forward(ctx, x, kernel, key_offset: int):
+        x = x.contiguous()
+        weight = kernel.detach().float().contiguous()
+        ctx.save_for_backward(x, weight)
+        ctx.key_offset = key_offset
+        return _correlate_call(x, weight, weight.shape[1] - 1, key_offset)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        _, c_q, c_k = weight.shape
+        o = ctx.key_offset
+        grad = grad.contiguous()
+        grad_x = grad_kernel = None
+        if ctx.needs_input_grad[0]:
+            # dx[i', j'] = Σ θ[a, b] G[i' + (c_q-1) - a, j' + o - b]: the flipped kernel, offsets (0, c_k-1-o);
+            # G is read on its lower triangle and dx kept on x's (the masks of the definition).
+            grad_x = _correlate_call(grad, weight.flip(1, 2).contiguous(), 0, c_k - 1 - o)
+        if ctx.needs_input_grad[1]:
+            gi, gj, bh = _grid(x)
+            taps = triton.next_power_of_2(c_q * c_k)
+            partial = torch.empty(bh, gi * gj, taps, device=x.device, dtype=torch.float32)
+            _kernel_grad[(gi, gj, bh)](grad, x, partial, x.shape[-1], c_q - 1, o, gj, C_Q=c_q, C_K=c_k,
+                                       BLOCK_I=BLOCK, BLOCK_J=BLOCK, TAPS=taps)
+            h = weight.shape[0]
+            sums = partial.view(-1, h, gi * gj, taps).sum(dim=(0, 2))[:, :c_q * c_k]
+            grad_kernel = sums.view(h, c_q, c_k)
+        return grad_x, grad_kernel, None
+
+
+@torch.compiler.disable  # a graph break under torch.compile: the kernels launch as they are
+def causal_kq_conv_triton(x: torch.Tensor, kernel: torch.Tensor, pad_key: str = "both") -> torch.Tensor:
+    """`functional.causal_kq_conv` (same arguments and result) through the kernels above; CUDA tensors."""
+    n_heads, _, c_k = kernel.shape
+    if x.shape[1] != n_heads:
+        raise ValueError(f"kernel has {n_heads} heads but the maps have {x.shape[1]}")
+    if pad_key == "both" and c_k % 2 == 0:
+        raise ValueError(f"pad_key='both' needs an odd c_k, got c_k={c_k}")
+    return CausalKQConv.apply(x, kernel, key_offset(c_k, pad_key))
+
+
+def has_kq_conv(options: dict) -> bool:
+    """The call has a key-query convolution (pre- or post-softmax): the only part these kernels speed up."""
+    return options.get("kq_pre") is not None or options.get("kq_post") is not None
+
+
+def triton_conv_op(q, k, v, *, kq_pre=None, head_pre=None, kq_post=None, head_post=None, pad_key="both",
+                   dropout_p=0.0):
+    """The reference op (materialised maps, every option, dropout) with `causal_kq_conv_triton` as its conv."""
+    return materialised_attention(q, k, v, kq_pre=kq_pre, head_pre=head_pre, kq_post=kq_post, head_post=head_post,
+                                  pad_key=pad_key, dropout_p=dropout_p, conv=causal_kq_conv_triton)
+
+
+register_backend(
+    "triton_conv",
+    triton_conv_op,
+    priority=3,
+    supports=lambda device: device.type == "cuda",
+    accepts=has_kq_conv,
+    description="every option: the reference op's materialised maps with its key-query convolutions (pre and "
+                "post) as Triton kernels instead of cuDNN's depthwise conv2d; quadratic memory like eager",
+)

@@ -1,0 +1,55 @@
+"""The Triton kernels of the causal key-query convolution (`attention/triton_conv.py`) and the "triton_conv" backend
+against the reference (`functional.causal_kq_conv`, `multi_token_attention`), in Triton's interpreter on a CPU
+(fp32, forward and every gradient). On a GPU they run compiled in test_flex_backend.py. Without Triton this skips.
+"""
+
+from __future__ import annotations
+
+import pytest
+from triton_interpreter import SKIP, run_interpreted
+
+CHECK = r"""
+import json, sys, torch
+from mta_lab.attention.functional import causal_kq_conv, multi_token_attention
+from mta_lab.attention.triton_conv import causal_kq_conv_triton, triton_conv_op
+
+def rel(a, b):
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
+
+torch.manual_seed(0)
+worst = {}
+# T not a multiple of the 64 tile, T below the kernel, every pad_key, c_q = c_k = 1, B*H > 1.
+for (b, h, t), (c_q, c_k, pad_key) in [((1, 2, 37), (2, 9, "both")), ((2, 1, 70), (6, 11, "right")),
+                                       ((1, 2, 5), (3, 4, "left")), ((1, 3, 65), (1, 1, "both")),
+                                       ((2, 2, 130), (6, 11, "both"))]:
+    x = torch.randn(b, h, t, t, requires_grad=True)
+    kernel = torch.randn(h, c_q, c_k, requires_grad=True)
+    ref, got = causal_kq_conv(x, kernel, pad_key), causal_kq_conv_triton(x, kernel, pad_key)
+    grad = torch.randn_like(ref)
+    expected, grads = torch.autograd.grad(ref, (x, kernel), grad), torch.autograd.grad(got, (x, kernel), grad)
+    for name, a, e in zip(("y", "dx", "dkernel"), (got, *grads), (ref, *expected)):
+        worst[name] = max(worst.get(name, 0.0), rel(a, e))
+# The whole op with every option (the paper's config, small).
+b, h, t, d = 1, 4, 50, 8
+q, k, v = (torch.randn(b, h, t, d, requires_grad=True) for _ in range(3))
+weights = dict(kq_pre=torch.randn(h, 3, 5), head_pre=torch.randn(h, h), kq_post=torch.randn(h, 3, 5),
+               head_post=torch.randn(1, h, h))
+weights = {n: w.requires_grad_() for n, w in weights.items()}
+ref, got = multi_token_attention(q, k, v, **weights), triton_conv_op(q, k, v, **weights)
+grad = torch.randn_like(ref)
+leaves = (q, k, v, *weights.values())
+expected, grads = torch.autograd.grad(ref, leaves, grad), torch.autograd.grad(got, leaves, grad)
+worst["op"] = rel(got, ref)
+worst["op grads"] = max(rel(a, e) for a, e in zip(grads, expected))
+if len(sys.argv) > 1:  # mutation check: a kernel shifted by one key must be caught
+    worst["mutant"] = rel(causal_kq_conv_triton(x, kernel.roll(1, dims=2), pad_key), causal_kq_conv(x, kernel, pad_key))
+print(json.dumps(worst))
+"""
+
+
+@pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
+def test_triton_conv_matches_the_reference_in_the_interpreter():
+    worst = run_interpreted(CHECK)
+    assert set(worst) == {"y", "dx", "dkernel", "op", "op grads"}
+    for name, err in worst.items():
+        assert err < 1e-5, (name, err)
