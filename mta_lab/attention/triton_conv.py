@@ -11,8 +11,13 @@ flipped kernel), and the kernel gradient reduces G ⊙ shifted x̄ per tile into
 torch, deterministic). Tiles entirely above the diagonal are skipped. Maps stay in their dtype (float32 in the
 op), accumulation is float32.
 
-Used by the "materialised" backend (`materialised.py`); checked against `F.conv2d` in Triton's interpreter
-(tests/unit/test_triton_conv.py) and on the GPU (tests/unit/test_flex_backend.py).
+Backend "triton_conv" (opt-in). Exact: checked against the reference in Triton's interpreter (fp32, every
+gradient, tests/unit/test_triton_conv.py) and on an H200 in `mta-lab bench attention` (bf16 grads 1.5e-3).
+Not fast: on an H200 (reports/bench/attention-h200-*-triton-conv.md) the op is slower than eager, paper config
+T 4096 252 vs 227 ms fwd+bwd, kq_pre 130 vs 115 ms. Its forward is ~4x slower than cuDNN's conv2d (66 masked,
+unaligned tile loads per output tile), while the backward is faster than cuDNN's (135 vs 193 ms, paper config).
+`reports/bench/conv_parts.py` times the pieces separately: the next step is cuDNN for the forward and the input
+gradient with the Triton kernel gradient, if that is where cuDNN loses.
 """
 
 from __future__ import annotations
@@ -92,6 +97,17 @@ def _correlate_call(x: torch.Tensor, weight: torch.Tensor, row_off: int, col_off
     return y
 
 
+def _kernel_grad_call(grad: torch.Tensor, x: torch.Tensor, c_q: int, c_k: int, key_offset: int) -> torch.Tensor:
+    """dθ (H, c_q, c_k), float32: per-tile partial sums of the kernel, summed over tiles and batch by torch."""
+    gi, gj, bh = _grid(x)
+    h = x.shape[1]
+    taps = triton.next_power_of_2(c_q * c_k)
+    partial = torch.empty(bh, gi * gj, taps, device=x.device, dtype=torch.float32)
+    _kernel_grad[(gi, gj, bh)](grad, x, partial, x.shape[-1], c_q - 1, key_offset, gj, C_Q=c_q, C_K=c_k,
+                               BLOCK_I=BLOCK, BLOCK_J=BLOCK, TAPS=taps)
+    return partial.view(-1, h, gi * gj, taps).sum(dim=(0, 2))[:, :c_q * c_k].reshape(h, c_q, c_k)
+
+
 class CausalKQConv(torch.autograd.Function):
     """(x (B, H, T, T), kernel (H, c_q, c_k), key offset o) -> the causal key-query convolution above."""
 
@@ -115,14 +131,7 @@ class CausalKQConv(torch.autograd.Function):
             # G is read on its lower triangle and dx kept on x's (the masks of the definition).
             grad_x = _correlate_call(grad, weight.flip(1, 2).contiguous(), 0, c_k - 1 - o)
         if ctx.needs_input_grad[1]:
-            gi, gj, bh = _grid(x)
-            taps = triton.next_power_of_2(c_q * c_k)
-            partial = torch.empty(bh, gi * gj, taps, device=x.device, dtype=torch.float32)
-            _kernel_grad[(gi, gj, bh)](grad, x, partial, x.shape[-1], c_q - 1, o, gj, C_Q=c_q, C_K=c_k,
-                                       BLOCK_I=BLOCK, BLOCK_J=BLOCK, TAPS=taps)
-            h = weight.shape[0]
-            sums = partial.view(-1, h, gi * gj, taps).sum(dim=(0, 2))[:, :c_q * c_k]
-            grad_kernel = sums.view(h, c_q, c_k)
+            grad_kernel = _kernel_grad_call(grad, x, c_q, c_k, o)
         return grad_x, grad_kernel, None
 
 
@@ -152,9 +161,9 @@ def triton_conv_op(q, k, v, *, kq_pre=None, head_pre=None, kq_post=None, head_po
 register_backend(
     "triton_conv",
     triton_conv_op,
-    priority=3,
+    priority=-1,  # opt-in: measured slower than eager on an H200 (see the module docstring)
     supports=lambda device: device.type == "cuda",
     accepts=has_kq_conv,
-    description="every option: the reference op's materialised maps with its key-query convolutions (pre and "
-                "post) as Triton kernels instead of cuDNN's depthwise conv2d; quadratic memory like eager",
+    description="every option: the reference op with its key-query convolutions as Triton kernels; opt-in "
+                "(slower than eager on an H200: the forward kernel is the slow part)",
 )

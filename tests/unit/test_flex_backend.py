@@ -123,8 +123,7 @@ def test_registry_routes_only_what_each_backend_implements():
         streaming = "triton" if "triton" in backend_names() else "flex"
         assert resolve_backend("auto", "cuda", {"kq_pre": kernel, "dropout_p": 0.0}).name == streaming
         assert resolve_backend("auto", "cuda", {"kq_pre": kernel, "dropout_p": 0.1}).name == "stacked"
-        full = "triton_conv" if "triton_conv" in backend_names() else "eager"
-        assert resolve_backend("auto", "cuda", {"kq_pre": kernel, "head_pre": mix}).name == full
+        assert resolve_backend("auto", "cuda", {"kq_pre": kernel, "head_pre": mix}).name == "eager"
         assert resolve_backend("auto", "cuda", {"head_pre": mix}).name == "eager"  # nothing to convolve
     with pytest.raises(RuntimeError, match="does not"):
         resolve_backend("flex", "cpu", {"kq_pre": kernel})
@@ -218,8 +217,7 @@ def test_triton_conv_backend_runs_the_paper_config_on_gpu(shape, dtype):
     expected = torch.autograd.grad(ref, (q, k, v, *weights.values()), grad_out)
     inputs = [x.detach().to(dtype).requires_grad_() for x in (q, k, v)]
     params = {n: w.detach().float().requires_grad_() for n, w in weights.items()}
-    fn = resolve_backend("auto", "cuda", params).fn
-    assert resolve_backend("auto", "cuda", params).name == "triton_conv"
+    fn = resolve_backend("triton_conv", "cuda", params).fn
     out = fn(*inputs, **params)
     got = torch.autograd.grad(out, (*inputs, *params.values()), grad_out.to(dtype))
     budget = 2e-5 if dtype == torch.float32 else 2e-2
