@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 from mta_lab import __version__
 from mta_lab.attention.spec import SpecError
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args) or 0
     except USER_ERRORS as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)  # [opt] stays text
         return 2
 
 

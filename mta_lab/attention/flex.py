@@ -155,7 +155,7 @@ def _eager_flex():
 
 
 # Below this many scores (B·H·T²) the materialised "stacked" backend is faster on an H200 (bf16, H 16, d 96,
-# 6x11: 47 vs 60 ms fwd+bwd at T 4096, reports/bench/attention-h200-kq_pre.md) and fits easily; above it,
+# 6x11: 47 vs 60 ms fwd+bwd at T 4096, reports/bench/attention-h200-kq_pre-32k.md) and fits easily; above it,
 # FlexAttention's linear memory wins (stacked needs ~5 float32 maps of this size).
 MATERIALISE_UP_TO = 2**29
 

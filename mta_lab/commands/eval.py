@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from rich.console import Console
+from rich.progress import Progress
 
 from mta_lab.commands.options import parse_key_values
 
@@ -55,7 +57,11 @@ def run_toy(args: argparse.Namespace) -> int:
                          f"{(data or {}).get('kind', 'unknown')})")
     config = DataConfig.from_dict({**data, "toy_test_samples": options["samples"], "data_seed": options["data_seed"]})
     bundle = build_data(config, seq_len=0)
-    errors = evaluate_toy(model.to(device), bundle.val_batches(options["batch_size"])["toy"], device=device)
+    batches = bundle.val_batches(options["batch_size"])["toy"]
+    # On stderr, gone when done: a 10k-sample eval takes minutes on a CPU; --json output stays clean.
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(f"eval toy ({device})", total=math.ceil(options["samples"] / options["batch_size"]))
+        errors = evaluate_toy(model.to(device), progress.track(batches, task_id=task), device=device)
     result = {"ckpt": options["ckpt"], "step": payload.get("step"), "toy_n": config.toy_n,
               "toy_variant": config.toy_variant, "data_seed": config.data_seed, "samples": errors.samples,
               "errors": errors.errors, "error_rate": errors.rate}

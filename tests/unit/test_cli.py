@@ -53,6 +53,9 @@ def test_show_applies_overrides(capsys):
         (["attention", "show", "mta", "--heads", "10", "--dim", "1280", "--set", "head_post=grouped",
           "--set", "head_post_group=4"], "c_h must divide n_heads=10"),
         (["attention", "show", "diff", "--heads", "15", "--dim", "1530"], "even number of heads"),
+        # Bracketed optional arguments in a usage line are text, not console markup.
+        (["eval", "toy"], "ckpt= is required; usage: mta-lab eval toy ckpt=<run dir | final/model.pt | "
+                          "checkpoints/*.ckpt> [samples=1000] [data_seed=1] [batch_size=250] [device=auto]"),
     ],
 )
 def test_bad_input_is_one_clear_error(args, message):
