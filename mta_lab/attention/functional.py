@@ -96,7 +96,7 @@ def materialised_attention(q: Tensor, k: Tensor, v: Tensor, *, kq_pre: Tensor | 
                            kq_post: Tensor | None, head_post: Tensor | None, pad_key: str, dropout_p: float,
                            conv) -> Tensor:
     """`multi_token_attention` with its causal key-query convolution `conv` (same signature as
-    `causal_kq_conv`) given: the reference passes `causal_kq_conv`, the "materialised" backend Triton's."""
+    `causal_kq_conv`) given: the reference passes `causal_kq_conv`, the "triton_conv" backend its Triton kernels."""
     if q.dim() != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
         raise ValueError(f"expected q, k, v of shape (B, H, T, d); got {tuple(q.shape)}, {tuple(k.shape)}, "
                          f"{tuple(v.shape)}")
