@@ -94,9 +94,11 @@ def multi_token_attention(
 
 def materialised_attention(q: Tensor, k: Tensor, v: Tensor, *, kq_pre: Tensor | None, head_pre: Tensor | None,
                            kq_post: Tensor | None, head_post: Tensor | None, pad_key: str, dropout_p: float,
-                           conv) -> Tensor:
-    """`multi_token_attention` with its causal key-query convolution `conv` (same signature as
-    `causal_kq_conv`) given: the reference passes `causal_kq_conv`, the "triton_conv" backend its Triton kernels."""
+                           conv, pre_scores=None) -> Tensor:
+    """`multi_token_attention` with its causal key-query convolution `conv` (same signature as `causal_kq_conv`)
+    given: the reference passes `causal_kq_conv`, the "triton_conv" backend its Triton kernels. `pre_scores(q, k,
+    kq_pre, pad_key)`, if given, computes steps 1-2 instead (S', any finite value above the diagonal): the
+    "stacked" backend's matrix product."""
     if q.dim() != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
         raise ValueError(f"expected q, k, v of shape (B, H, T, d); got {tuple(q.shape)}, {tuple(k.shape)}, "
                          f"{tuple(v.shape)}")
@@ -106,9 +108,12 @@ def materialised_attention(q: Tensor, k: Tensor, v: Tensor, *, kq_pre: Tensor | 
     t = q.shape[2]
     visible = causal_mask(t, t, q.device)
 
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # step 1: scale before any convolution
-    if kq_pre is not None:  # step 2: Mask_0, then the zero-padded convolution
-        scores = conv(scores, kq_pre, pad_key)
+    if kq_pre is not None and pre_scores is not None:  # steps 1-2 in one
+        scores = pre_scores(q, k, kq_pre, pad_key)
+    else:
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # step 1: scale before any convolution
+        if kq_pre is not None:  # step 2: Mask_0, then the zero-padded convolution
+            scores = conv(scores, kq_pre, pad_key)
     if head_pre is not None:  # step 3
         scores = mix_heads_pre(scores, head_pre)
     probs = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)  # step 4

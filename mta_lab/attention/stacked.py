@@ -15,8 +15,10 @@ which needs only the W "future" local scores L[r, m] = q_r · k_{r+m} / √d, m 
 (T × W dot products).
 
 This module holds the decomposition and the "stacked" backend, which runs it with materialised scores (a
-matrix product on tensor cores instead of a depthwise convolution over B×H×T×T maps; dropout supported).
-`flex.py` runs the same decomposition through FlexAttention without any T × T tensor.
+matrix product on tensor cores instead of a depthwise convolution over B×H×T×T maps; dropout supported). For
+calls that also mix heads or convolve after the softmax (the paper's config), the stacked S' replaces steps 1-2
+and the reference runs steps 3-8 on it. `flex.py` and `triton_band.py` run the kq-only decomposition without
+any T × T tensor.
 """
 
 
@@ -30,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mta_lab.attention.backends import register_backend
-from mta_lab.attention.functional import multi_token_attention, work_dtype
+from mta_lab.attention.functional import causal_kq_conv, materialised_attention, multi_token_attention, work_dtype
 from mta_lab.attention.spec import PAD_KEYS
 
 
@@ -99,16 +101,17 @@ def band_correction(q: Tensor, k: Tensor, kernel: Tensor, pad_key: str) -> Tenso
     return torch.einsum("bhiam,hamd->bhid", lagged, g)
 
 
-def band_scores(q_hat: Tensor, k_hat: Tensor, correction: Tensor, scale: float) -> Tensor:
-    """scale·Q̂K̂ᵀ with C subtracted on the band and −inf above the diagonal: the spec's masked S', materialised
-    in the work dtype."""
+def band_scores(q_hat: Tensor, k_hat: Tensor, correction: Tensor, scale: float,
+                above: float = float("-inf")) -> Tensor:
+    """scale·Q̂K̂ᵀ with C subtracted on the band and `above` above the diagonal: the spec's S' (masked for the
+    softmax by default), materialised in the work dtype."""
     t, w = q_hat.shape[2], correction.shape[-1]
     work = work_dtype(q_hat.dtype)
     scores = (q_hat.to(work) @ k_hat.to(work).transpose(-2, -1)) * scale
     for d in range(min(w, t)):  # diagonal d holds (i, i - d) for i >= d
         scores.diagonal(offset=-d, dim1=-2, dim2=-1).sub_(correction[..., d:, d].to(scores.dtype))
     visible = torch.ones(t, t, dtype=torch.bool, device=q_hat.device).tril()
-    return scores.masked_fill(~visible, float("-inf"))
+    return scores.masked_fill(~visible, above)
 
 
 def dense_core(q_hat: Tensor, k_hat: Tensor, v: Tensor, correction: Tensor, scale: float,
@@ -128,6 +131,29 @@ def kq_conv_attention(q: Tensor, k: Tensor, v: Tensor, kernel: Tensor, pad_key: 
     k_hat = convolved_keys(k, kernel, pad_key)
     correction = band_correction(q, k, kernel, pad_key)
     return core(q_hat, k_hat, v, correction, 1.0 / math.sqrt(q.shape[-1]), **core_options)
+
+
+def kq_pre_scores(q: Tensor, k: Tensor, kernel: Tensor, pad_key: str) -> Tensor:
+    """Steps 1-2 (S' = the masked, convolved scores, zero above the diagonal) as the stacked matrix product: what
+    `functional.materialised_attention` needs from this module for calls that also mix heads or convolve after
+    the softmax."""
+    q_hat, k_hat = stacked_queries(q, kernel.shape[1]), convolved_keys(k, kernel, pad_key)
+    return band_scores(q_hat, k_hat, band_correction(q, k, kernel, pad_key), 1.0 / math.sqrt(q.shape[-1]), above=0.0)
+
+
+def has_kq_pre(options: dict) -> bool:
+    """The call has a pre-softmax kq conv (whatever else it has): the part the stacked product replaces."""
+    return options.get("kq_pre") is not None
+
+
+def stacked_op(q, k, v, *, kq_pre=None, head_pre=None, kq_post=None, head_post=None, pad_key="both", dropout_p=0.0):
+    """The "stacked" backend: kq-only calls as one wide-head attention (`dense_core`); calls that also mix heads
+    or convolve after the softmax run the reference steps 3-8 on the stacked S'; calls without kq_pre, eager."""
+    options = dict(kq_pre=kq_pre, head_pre=head_pre, kq_post=kq_post, head_post=head_post, dropout_p=dropout_p)
+    if only_kq_pre(options):
+        return kq_conv_attention(q, k, v, kq_pre, pad_key, core=dense_core, dropout_p=dropout_p)
+    return materialised_attention(q, k, v, pad_key=pad_key, conv=causal_kq_conv,
+                                  pre_scores=kq_pre_scores if kq_pre is not None else None, **options)
 
 
 def only_kq_pre(options: dict) -> bool:
@@ -155,10 +181,10 @@ def kq_only_op(core, accepts):
 
 register_backend(
     "stacked",
-    kq_only_op(dense_core, only_kq_pre),
+    stacked_op,
     priority=5,
     supports=lambda device: True,
-    accepts=only_kq_pre,
-    description="pre-softmax kq conv only: stacked queries x key-convolved keys + exact band as one matrix "
-                "product (materialised scores, dropout; any device)",
+    accepts=has_kq_pre,
+    description="any call with a pre-softmax kq conv: stacked queries x key-convolved keys + exact band as one "
+                "matrix product (materialised scores, dropout; any device); the rest of the op as eager",
 )

@@ -1,4 +1,4 @@
-"""The pre-softmax kq conv backends ("stacked", "flex") against the eager reference op.
+"""The backends built on the stacked decomposition ("stacked", "flex", "triton") against the eager reference op.
 
 On CPU the decomposition (stacked queries, key-convolved keys, exact band correction) is checked with a
 materialised core, forward and all gradients, in float64; FlexAttention itself is checked forward-only
@@ -103,6 +103,44 @@ def test_stacked_backend_with_dropout_draws_the_eager_mask():
     assert rel_err(out, multi_token_attention(q, k, v, kq_pre=theta)) > 1e-2  # dropout did act
 
 
+# Every combination of the other options with a pre-softmax kq conv: the stacked backend runs steps 3-8 of the
+# reference on its S'.
+OTHERS = [dict(zip(("head_pre", "kq_post", "head_post"), flags, strict=True))
+          for flags in itertools.product((False, True), repeat=3) if any(flags)]
+
+
+@pytest.mark.parametrize("others", OTHERS, ids=lambda o: "+".join(k for k, v in o.items() if v))
+@pytest.mark.parametrize(("shape", "kernel"), [((2, 4, 23, 8), (6, 11, "both")), ((1, 2, 5, 4), (3, 4, "left")),
+                                               ((1, 4, 30, 4), (2, 9, "right"))])
+def test_stacked_backend_with_every_option_matches_eager(shape, kernel, others):
+    c_q, c_k, pad_key = kernel
+    q, k, v, theta = make_inputs(shape, c_q, c_k, dtype=torch.float64, seed=21)
+    h = shape[1]
+    g = torch.Generator().manual_seed(4)
+    weights = {"kq_pre": theta}
+    if others["head_pre"]:
+        weights["head_pre"] = torch.randn(h, h, generator=g, dtype=torch.float64).requires_grad_()
+    if others["kq_post"]:
+        weights["kq_post"] = torch.randn(h, c_q, c_k, generator=g, dtype=torch.float64).requires_grad_()
+    if others["head_post"]:
+        weights["head_post"] = torch.randn(h // 2, 2, 2, generator=g, dtype=torch.float64).requires_grad_()
+    backend = resolve_backend("auto", "cpu", weights)
+    assert backend.name == "stacked"
+    ref = multi_token_attention(q, k, v, pad_key=pad_key, **weights)
+    out = backend.fn(q, k, v, pad_key=pad_key, **weights)
+    assert rel_err(out, ref) < 1e-12
+    grad_out = torch.randn_like(ref)
+    leaves = (q, k, v, *weights.values())
+    expected = torch.autograd.grad(ref, leaves, grad_out)
+    got = torch.autograd.grad(out, leaves, grad_out)
+    for name, a, b in zip(["q", "k", "v", *weights], got, expected, strict=True):
+        assert rel_err(a, b) < 1e-12, name
+    torch.manual_seed(5)  # dropout: the same mask as eager's (same place, shape and dtype)
+    ref = multi_token_attention(q, k, v, pad_key=pad_key, dropout_p=0.3, **weights)
+    torch.manual_seed(5)
+    assert rel_err(backend.fn(q, k, v, pad_key=pad_key, dropout_p=0.3, **weights), ref) < 1e-12
+
+
 def test_auto_materialises_small_score_maps_and_streams_large_ones():
     from mta_lab.attention.flex import MATERIALISE_UP_TO, accepts_call
 
@@ -118,12 +156,13 @@ def test_registry_routes_only_what_each_backend_implements():
     mix = torch.eye(2)
     assert resolve_backend("auto", "cpu", {"kq_pre": kernel}).name == "stacked"  # flex: no CPU backward
     assert resolve_backend("auto", "cpu", {"kq_pre": kernel, "dropout_p": 0.1}).name == "stacked"
-    assert resolve_backend("auto", "cpu", {"kq_pre": kernel, "head_pre": mix}).name == "eager"
+    assert resolve_backend("auto", "cpu", {"kq_pre": kernel, "head_pre": mix}).name == "stacked"
+    assert resolve_backend("auto", "cpu", {"head_pre": mix}).name == "eager"  # no kq conv to stack
     if CUDA:
         streaming = "triton" if "triton" in backend_names() else "flex"
         assert resolve_backend("auto", "cuda", {"kq_pre": kernel, "dropout_p": 0.0}).name == streaming
         assert resolve_backend("auto", "cuda", {"kq_pre": kernel, "dropout_p": 0.1}).name == "stacked"
-        assert resolve_backend("auto", "cuda", {"kq_pre": kernel, "head_pre": mix}).name == "eager"
+        assert resolve_backend("auto", "cuda", {"kq_pre": kernel, "head_pre": mix}).name == "stacked"
         assert resolve_backend("auto", "cuda", {"head_pre": mix}).name == "eager"  # nothing to convolve
     with pytest.raises(RuntimeError, match="does not"):
         resolve_backend("flex", "cpu", {"kq_pre": kernel})
