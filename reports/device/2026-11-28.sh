@@ -3,7 +3,8 @@
 #   bash reports/device/2026-11-28.sh one     # wheels; toy trainings on GPUs 1-3 in the background;
 #                                             # GPU tests, Triton tile search, bench attention kq_pre on GPU 0
 #   bash reports/device/2026-11-28.sh two     # bench attention toy and paper; bench train 880M on GPU 0
-#   bash reports/device/2026-11-28.sh three   # wait for the toy deadline; toy report
+#   bash reports/device/2026-11-28.sh three   # wait for the toy deadline; toy report (as fixed after the run:
+#                                             # its first archive, models inside, was too big to come back)
 #   bash reports/device/2026-11-28.sh four    # (a fresh 1-GPU machine) the triton_conv backend: GPU tests,
 #                                             # bench train 880M transformer vs mta, bench attention paper/kq_pre
 # Results go to $OUT (the device tool brings them back) and are committed under reports/.
@@ -60,9 +61,14 @@ case "${1:-}" in
     cp /tmp/toy-train.log $OUT/toy-long-sweep-run.log
     env $TOY MTA="$MTA" bash reports/toy-table1/run.sh report > $OUT/toy-long-report.log 2>&1
     echo "report rc=$?"; tail -20 $OUT/toy-long-report.log
-    cp /tmp/toy_long/mlflow.db /tmp/toy_long/optuna.journal $OUT/toy-long/ 2>/dev/null
-    tail -q -n 5 /tmp/toy_long/runs/*/worker.log 2>/dev/null > $OUT/toy-long/worker-logs-tail.txt
-    pack ;;
+    cp /tmp/toy_long/optuna.journal $OUT/toy-long/ 2>/dev/null
+    tail -q -n 3 /tmp/toy_long/logs/* 2>/dev/null > $OUT/toy-long/worker-logs-tail.txt
+    # The archive must stay small enough to come back (27 MB did not): the models and the db travel beside it.
+    mv $OUT/toy-long/*-model.pt $OUT/ 2>/dev/null
+    gzip -c /tmp/toy_long/mlflow.db > $OUT/mlflow.db.gz
+    tar -C $OUT -czf /tmp/pack.tgz --exclude='*.pt' --exclude='*.gz' . && mkdir -p /tmp/keep \
+      && mv $OUT/*.pt $OUT/mlflow.db.gz /tmp/keep/ && rm -rf "${OUT:?}"/* && mv /tmp/pack.tgz $OUT/results.tgz \
+      && mv /tmp/keep/* $OUT/ && ls -la $OUT ;;
   four)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
       .whl/*.whl 2>&1 | tail -2
