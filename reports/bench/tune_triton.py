@@ -34,7 +34,7 @@ SHAPES = {  # name: (heads, head_dim d, c_q, W)
 FWD = [dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k, num_warps=w, num_stages=s)
        for m, n, k, w, s in itertools.product((64, 128), (64, 128), (64, 128), (4, 8), (2, 3)) if n <= m]
 BWD = [dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k, num_warps=w, num_stages=s)
-       for m, n, k, w, s in itertools.product((64, 128), (32, 64, 128), (64, 128), (4, 8), (1,)) if n <= m]
+       for m, n, k, w, s in itertools.product((64, 128, 256), (32, 64, 128), (64, 128), (4, 8), (1,)) if n <= m]
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
