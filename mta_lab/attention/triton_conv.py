@@ -35,6 +35,15 @@ BLOCK = 64  # output tile: BLOCK × BLOCK positions of one map
 
 
 @triton.jit
+def _shifted_tile(X, base, offs_i, offs_j, row_shift, col_shift, T):
+    """X̄[i + row_shift, j + col_shift] over the tile, float32: zero outside [0, T) and above X's diagonal."""
+    rows = offs_i + row_shift
+    cols = offs_j + col_shift
+    ok = ((rows >= 0) & (rows < T))[:, None] & (cols[None, :] >= 0) & (cols[None, :] <= rows[:, None])
+    return tl.load(X + base + rows[:, None] * T + cols[None, :], mask=ok, other=0.0).to(tl.float32)
+
+
+@triton.jit
 def _correlate(X, W, Y, T, row_off, col_off, C_Q: tl.constexpr, C_K: tl.constexpr, N_HEADS: tl.constexpr,
                BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr):
     """Y[i, j] = Σ_{a,b} W[h, a, b] · X̄[i + a - row_off, j + b - col_off] on the lower triangle (j <= i), else 0;
@@ -48,13 +57,9 @@ def _correlate(X, W, Y, T, row_off, col_off, C_Q: tl.constexpr, C_K: tl.constexp
     acc = tl.zeros([BLOCK_I, BLOCK_J], dtype=tl.float32)
     if pid_j * BLOCK_J <= pid_i * BLOCK_I + BLOCK_I - 1:  # the tile reaches the lower triangle
         for a in tl.static_range(C_Q):
-            rows = offs_i + a - row_off
-            row_ok = (rows >= 0) & (rows < T)
             for b in tl.static_range(C_K):
-                cols = offs_j + b - col_off
-                ok = row_ok[:, None] & (cols[None, :] >= 0) & (cols[None, :] <= rows[:, None])
-                x = tl.load(X + base + rows[:, None] * T + cols[None, :], mask=ok, other=0.0)
-                acc += tl.load(W + (h * C_Q + a) * C_K + b) * x.to(tl.float32)
+                x = _shifted_tile(X, base, offs_i, offs_j, a - row_off, b - col_off, T)
+                acc += tl.load(W + (h * C_Q + a) * C_K + b) * x
     acc = tl.where(offs_j[None, :] <= offs_i[:, None], acc, 0.0)
     tl.store(Y + base + offs_i[:, None] * T + offs_j[None, :], acc.to(Y.dtype.element_ty), mask=out_ok)
 
@@ -74,13 +79,9 @@ def _kernel_grad(G, X, P, T, row_off, col_off, n_tiles_j, C_Q: tl.constexpr, C_K
         g_ok = (offs_i[:, None] < T) & (offs_j[None, :] <= offs_i[:, None])
         g = tl.load(G + base + offs_i[:, None] * T + offs_j[None, :], mask=g_ok, other=0.0).to(tl.float32)
         for a in tl.static_range(C_Q):
-            rows = offs_i + a - row_off
-            row_ok = (rows >= 0) & (rows < T)
             for b in tl.static_range(C_K):
-                cols = offs_j + b - col_off
-                ok = row_ok[:, None] & (cols[None, :] >= 0) & (cols[None, :] <= rows[:, None])
-                x = tl.load(X + base + rows[:, None] * T + cols[None, :], mask=ok, other=0.0)
-                sums += tl.where(taps == a * C_K + b, tl.sum(g * x.to(tl.float32)), 0.0)
+                x = _shifted_tile(X, base, offs_i, offs_j, a - row_off, b - col_off, T)
+                sums += tl.where(taps == a * C_K + b, tl.sum(g * x), 0.0)
     tile = pid_i * n_tiles_j + pid_j
     tl.store(P + (bh.to(tl.int64) * tl.num_programs(0) * n_tiles_j + tile) * TAPS + taps, sums)
 

@@ -14,6 +14,7 @@ import argparse
 import itertools
 import json
 import math
+import os
 import sys
 import time
 
@@ -59,14 +60,9 @@ def sdpa_times(q, k, v, grad) -> tuple[float, float]:
 
 
 def run_candidate(blocks: dict, backward: bool, args, grad, ref):
-    original = triton_band._blocks
-
-    def patched(dv, dtype, *, backward):
-        chosen = original(dv, dtype, backward=backward)
-        return chosen | (blocks if backward == patched.backward else {})
-
-    patched.backward = backward
-    triton_band._blocks = patched
+    """Time and check one tile choice, through the backend's own MTA_TRITON_BLOCKS override of one kernel."""
+    previous = os.environ.get("MTA_TRITON_BLOCKS")
+    os.environ["MTA_TRITON_BLOCKS"] = json.dumps({"bwd" if backward else "fwd": blocks})
     try:
         scale = 1.0 / math.sqrt(args[2].shape[-1])
         out = triton_band.triton_core(*args, scale)
@@ -79,7 +75,10 @@ def run_candidate(blocks: dict, backward: bool, args, grad, ref):
     except Exception as err:  # noqa: BLE001 - record and go on
         return {"error": f"{type(err).__name__}: {str(err)[:300]}"}
     finally:
-        triton_band._blocks = original
+        if previous is None:
+            os.environ.pop("MTA_TRITON_BLOCKS", None)
+        else:
+            os.environ["MTA_TRITON_BLOCKS"] = previous
 
 
 def main() -> int:
