@@ -29,6 +29,7 @@ class Backend:
     supports: Callable[[torch.device], bool]
     description: str
     accepts: Callable[[dict], bool]  # op keyword arguments (kq_pre=..., head_pre=..., ...) -> handled?
+    materialises: bool = False  # holds B×H×T×T maps (peak memory quadratic in T), if only within one call
     # The options may also carry HINTS for the choice under "auto" (not op arguments): "score_elements" (B·H·T²)
     # and "compiling" (torch.compile is tracing the call).
 
@@ -47,10 +48,11 @@ def register_backend(
     supports: Callable[[torch.device], bool],
     description: str,
     accepts: Callable[[dict], bool] = lambda options: True,
+    materialises: bool = False,
 ) -> None:
     if name == "auto":
         raise ValueError("'auto' is reserved for automatic selection")
-    _REGISTRY[name] = Backend(name, fn, priority, supports, description, accepts)
+    _REGISTRY[name] = Backend(name, fn, priority, supports, description, accepts, materialises)
 
 
 def backend_names() -> tuple[str, ...]:
@@ -93,6 +95,7 @@ register_backend(
     priority=0,
     supports=lambda device: True,
     description="reference: materialised B×H×T×T scores, any device and dtype",
+    materialises=True,
 )
 from mta_lab.attention import chunked as _chunked  # noqa: E402,F401  (registers "chunked")
 from mta_lab.attention import flex as _flex  # noqa: E402,F401  (registers "flex")
@@ -101,3 +104,4 @@ from mta_lab.attention import stacked as _stacked  # noqa: E402,F401  (registers
 if importlib.util.find_spec("triton") is not None:  # CPU-only installs have no Triton
     from mta_lab.attention import triton_band as _triton_band  # noqa: E402,F401  (registers "triton")
     from mta_lab.attention import triton_conv as _triton_conv  # noqa: E402,F401  (registers "triton_conv")
+    from mta_lab.attention import triton_mix as _triton_mix  # noqa: E402,F401  (registers "triton_mix")

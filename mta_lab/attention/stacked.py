@@ -185,6 +185,7 @@ register_backend(
     priority=5,
     supports=lambda device: True,
     accepts=has_kq_pre,
+    materialises=True,
     description="any call with a pre-softmax kq conv: stacked queries x key-convolved keys + exact band as one "
                 "matrix product (materialised scores, dropout; any device); the rest of the op as eager",
 )

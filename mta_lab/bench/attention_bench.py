@@ -11,7 +11,7 @@ computes plain attention, not MTA). "eager" is the reference op; every other bac
 (`mta_lab.attention.backends`) that runs on the device and accepts the config is measured too, and its output
 and input gradients are compared with eager's when eager ran at that length.
 
-A run never ends the table: a run of a materialising backend (eager, stacked) whose T x T maps would not fit
+A run never ends the table: a run of a materialising backend (eager, stacked, triton_mix) whose T x T maps would not fit
 is skipped with an estimate, an out-of-memory error is recorded as OOM, any other error as "error: ...".
 """
 
@@ -39,7 +39,6 @@ REFERENCE = "eager"
 GOAL_SEQ_LEN = 4096
 MEMORY_SLOPE_LIMIT = 1.2  # "memory linear in T": log-log slope of peak memory vs T at most this
 EAGER_MAPS = 8  # materialised B x H x T x T float32 maps an eager forward + backward holds at once (estimate)
-MATERIALISING = (REFERENCE, "stacked")  # backends that hold B x H x T x T maps: skipped when they cannot fit
 
 
 @dataclass(frozen=True)
@@ -138,6 +137,14 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **_: object) -> torc
     return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
 
+def materialises(name: str) -> bool:
+    """The backend holds B x H x T x T maps (eager, stacked, triton_mix): quadratic memory by design, so it is
+    skipped when the maps cannot fit and left out of the linear-memory goal. SDPA and unknown names: no."""
+    from mta_lab.attention.backends import backends
+
+    return any(b.materialises for b in backends() if b.name == name)
+
+
 def backend_fn(name: str) -> Callable[..., torch.Tensor]:
     if name == BASELINE:
         return sdpa
@@ -208,7 +215,7 @@ def run_one(name: str, config: OpConfig, qkv: list[torch.Tensor], weights: dict,
     result = AttentionBenchResult(config.name, name, batch, heads, head_dim, seq_len, dtype_name)
     cuda = device.type == "cuda"
     kept = None
-    if name in MATERIALISING and cuda:
+    if materialises(name) and cuda:
         need = eager_bytes(batch, heads, seq_len)
         free = torch.cuda.mem_get_info(device)[0]
         if need > free:
@@ -393,10 +400,10 @@ def goals(results: list[AttentionBenchResult], *, device_name: str, dtype_name: 
                         "status": status, "best": best and {"backend": best[1], "ratio": best[0]},
                         "text": text + conditions})
         slopes = {b: memory_slope([r for r in rows if r.backend == b]) for b in dict.fromkeys(r.backend for r in rows)}
-        # Backends that materialise B x H x T x T maps (eager, stacked) are quadratic by design: for reference only.
-        fused = {b: v for b, v in slopes.items() if b != BASELINE and b not in MATERIALISING and v is not None}
+        # Materialising backends (eager, stacked, triton_mix) are quadratic by design: for reference only.
+        fused = {b: v for b, v in slopes.items() if b != BASELINE and not materialises(b) and v is not None}
         others = ", ".join(f"{b} T^{v:.2f}" for b, v in slopes.items()
-                           if (b == BASELINE or b in MATERIALISING) and v is not None)
+                           if (b == BASELINE or materialises(b)) and v is not None)
         text = f"goal ({name}): memory linear in T (peak ~ T^slope, slope <= {MEMORY_SLOPE_LIMIT:g}): "
         if not fused:
             status = "not measured"

@@ -163,7 +163,9 @@ def test_registry_routes_only_what_each_backend_implements():
         assert resolve_backend("auto", "cuda", {"kq_pre": kernel, "dropout_p": 0.0}).name == streaming
         assert resolve_backend("auto", "cuda", {"kq_pre": kernel, "dropout_p": 0.1}).name == "stacked"
         assert resolve_backend("auto", "cuda", {"kq_pre": kernel, "head_pre": mix}).name == "stacked"
-        assert resolve_backend("auto", "cuda", {"head_pre": mix}).name == "eager"  # nothing to convolve
+        mixing = "triton_mix" if "triton_mix" in backend_names() else "eager"
+        assert resolve_backend("auto", "cuda", {"head_pre": mix}).name == mixing  # nothing to convolve
+        assert resolve_backend("auto", "cuda", {"head_pre": mix, "dropout_p": 0.1}).name == "eager"
     with pytest.raises(RuntimeError, match="does not"):
         resolve_backend("flex", "cpu", {"kq_pre": kernel})
 
@@ -238,10 +240,23 @@ def test_model_on_gpu_uses_flex_and_matches_the_eager_backend():
         assert rel_err(a.grad, b.grad) < 1e-3, name
 
 
+# Backends of calls with head mixing, each with the op configs it implements: (backend, weights, shape, dtype).
+# triton_mix: H = 16 (one tile of heads) and H = 3 (padded), T across its 128-key blocks, B > 1.
+MIXING_CASES = [
+    ("triton_conv", ("kq_pre", "head_pre", "kq_post", "head_post"), (1, 16, 600, 32), torch.bfloat16),
+    ("triton_conv", ("kq_pre", "head_pre", "kq_post", "head_post"), (2, 4, 130, 16), torch.float32),
+    ("triton_mix", ("head_pre", "head_post"), (1, 16, 1000, 96), torch.bfloat16),
+    ("triton_mix", ("head_pre", "head_post"), (2, 16, 300, 64), torch.float32),
+    ("triton_mix", ("head_pre",), (3, 3, 129, 32), torch.bfloat16),
+    ("triton_mix", ("head_post_grouped",), (2, 4, 77, 16), torch.float32),
+]
+
+
 @needs_cuda
-@pytest.mark.skipif("triton_conv" not in backend_names(), reason="Triton is not installed")
-@pytest.mark.parametrize(("shape", "dtype"), [((1, 16, 600, 32), torch.bfloat16), ((2, 4, 130, 16), torch.float32)])
-def test_triton_conv_backend_runs_the_paper_config_on_gpu(shape, dtype):
+@pytest.mark.parametrize(("backend", "names", "shape", "dtype"), MIXING_CASES)
+def test_mixing_backend_on_gpu_matches_eager(backend, names, shape, dtype):
+    if backend not in backend_names():
+        pytest.skip("Triton is not installed")
     b, h, t, d = shape
     g = torch.Generator(device="cuda").manual_seed(3)
 
@@ -249,17 +264,54 @@ def test_triton_conv_backend_runs_the_paper_config_on_gpu(shape, dtype):
         return (scale * torch.randn(*size, device="cuda", dtype=torch.float64, generator=g)).requires_grad_()
 
     q, k, v = rand(b, h, t, d), rand(b, h, t, d), rand(b, h, t, d)
-    weights = {"kq_pre": rand(h, 6, 11, scale=0.2), "head_pre": rand(h, h, scale=0.3),
-               "kq_post": rand(h, 6, 11, scale=0.2), "head_post": rand(1, h, h, scale=0.3)}
+    makers = {"kq_pre": lambda: rand(h, 6, 11, scale=0.2), "head_pre": lambda: rand(h, h, scale=0.3),
+              "kq_post": lambda: rand(h, 6, 11, scale=0.2), "head_post": lambda: rand(1, h, h, scale=0.3),
+              "head_post_grouped": lambda: rand(h // 2, 2, 2, scale=0.5)}
+    weights = {n.removesuffix("_grouped"): makers[n]() for n in names}
     ref = multi_token_attention(q, k, v, **weights)
     grad_out = torch.randn_like(ref)
     expected = torch.autograd.grad(ref, (q, k, v, *weights.values()), grad_out)
     inputs = [x.detach().to(dtype).requires_grad_() for x in (q, k, v)]
     params = {n: w.detach().float().requires_grad_() for n, w in weights.items()}
-    fn = resolve_backend("triton_conv", "cuda", params).fn
+    fn = resolve_backend(backend, "cuda", params).fn
     out = fn(*inputs, **params)
     got = torch.autograd.grad(out, (*inputs, *params.values()), grad_out.to(dtype))
     budget = 2e-5 if dtype == torch.float32 else 2e-2
+    assert out.dtype == dtype
     assert rel_err(out, ref) < budget
     for name, a, e in zip(["q", "k", "v", *weights], got, expected, strict=True):
+        assert torch.isfinite(a).all(), name
         assert rel_err(a, e) < budget * 2, name
+
+
+@needs_cuda
+@pytest.mark.skipif("triton_mix" not in backend_names(), reason="Triton is not installed")
+def test_talking_heads_model_on_gpu_uses_triton_mix_and_matches_eager():
+    from dataclasses import replace
+
+    from mta_lab.attention.presets import load_preset
+    from mta_lab.model.config import load_model_preset
+    from mta_lab.model.transformer import build_model
+
+    spec = load_preset("talking_heads")
+    config = load_model_preset("tiny", max_seq_len=300)
+    torch.manual_seed(0)
+    fast = build_model(config, spec).cuda()
+    with torch.no_grad():  # random mixing matrices, not the identity init
+        for name, p in fast.named_parameters():
+            if "head_" in name:
+                p.add_(0.3 * torch.randn_like(p))
+    slow = build_model(config, replace(spec, backend="eager")).cuda()
+    slow.load_state_dict(fast.state_dict())
+    assert resolve_backend("auto", "cuda", {"head_pre": torch.eye(2), "head_post": torch.eye(2)[None]}).name == (
+        "triton_mix")
+    tokens = torch.randint(0, config.vocab_size, (2, 300), device="cuda")
+    losses = []
+    for model in (fast, slow):
+        logits = model(tokens)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens.flatten())
+        loss.backward()
+        losses.append(loss)
+    assert rel_err(losses[0], losses[1]) < 1e-5
+    for (name, a), b in zip(fast.named_parameters(), slow.parameters(), strict=True):
+        assert rel_err(a.grad, b.grad) < 1e-3, name

@@ -1,0 +1,61 @@
+#!/bin/bash
+# The second device session of 2026-11-28: one call on a 4xH200 machine (torch 2.11, triton 3.6), four GPUs at once:
+#   bash reports/device/2026-11-28-b.sh one
+#   GPU 0: GPU tests (flex/stacked/triton/triton_conv/triton_mix against eager, registry, models), then the
+#          triton_mix launch options at T 4096 (MTA_TRITON_MIX_BLOCKS)
+#   GPU 1: bench attention talking_heads (1K-16K), then paper (1K-8K; sdpa, eager, stacked)
+#   GPU 2: bench train 880M transformer, talking_heads (auto: triton_mix), talking_heads@eager
+#   GPU 3: bench train 880M transformer, mta (auto: triton_mix + stacked), mta@eager
+# Results go to $OUT (the device tool brings them back) and are committed under reports/.
+set -u
+export PYTHONUNBUFFERED=1 TERM=dumb NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
+export PYTHONPATH=/tmp/site:$PWD
+MTA="python3 -m mta_lab.cli"
+OUT=${OUT:-/tmp/out}
+mkdir -p $OUT/bench $OUT/logs
+
+pack() {  # everything under $OUT as one archive (the device tool brings back only a few files)
+  tar -C $OUT -czf /tmp/pack.tgz . && rm -rf "${OUT:?}"/* && mv /tmp/pack.tgz $OUT/results.tgz && ls -la $OUT
+}
+
+gpu0() {
+  export CUDA_VISIBLE_DEVICES=0
+  timeout 280 python3 -m pytest -q -p no:cacheprovider tests/unit/test_flex_backend.py -k "gpu or registry" \
+    --timeout 200 > $OUT/logs/pytest-gpu.log 2>&1; echo "pytest rc=$?" >> $OUT/logs/pytest-gpu.log
+  for blocks in '{"BLOCK_N": 64}' '{"BLOCK_N": 128}' '{"BLOCK_N": 256}' '{"BLOCK_N": 128, "num_warps": 8}' \
+                '{"BLOCK_N": 256, "num_warps": 8}' '{"BLOCK_N": 128, "num_warps": 2}'; do
+    echo "== MTA_TRITON_MIX_BLOCKS=$blocks" >> $OUT/logs/mix-tune.log
+    MTA_TRITON_MIX_BLOCKS="$blocks" timeout 60 $MTA bench attention configs=talking_heads seq_lens=4096 \
+      backends=sdpa,triton_mix iters=5 plot=false out=/tmp/tune tag=tune >> $OUT/logs/mix-tune.log 2>&1
+    grep -E "^\| 4096 \| triton_mix" /tmp/tune/tune.md >> $OUT/logs/mix-tune.log
+  done
+}
+
+gpu1() {
+  export CUDA_VISIBLE_DEVICES=1
+  timeout 300 $MTA bench attention configs=talking_heads seq_lens=1024,2048,4096,8192,16384 \
+    tag=attention-h200-talking_heads out=$OUT/bench > $OUT/logs/bench-talking_heads.log 2>&1
+  echo "rc=$?" >> $OUT/logs/bench-talking_heads.log
+  timeout 230 $MTA bench attention configs=paper seq_lens=1024,2048,4096,8192 backends=sdpa,eager,stacked \
+    tag=attention-h200-paper-stacked out=$OUT/bench > $OUT/logs/bench-paper.log 2>&1
+  echo "rc=$?" >> $OUT/logs/bench-paper.log
+}
+
+train() {  # GPU, tag, attention list
+  CUDA_VISIBLE_DEVICES=$1 timeout 520 $MTA bench train model=880m attention=$3 batch_size=2 seq_len=2048 steps=15 \
+    warmup=4 compile=true tag=$2 out=$OUT/bench > $OUT/logs/$2.log 2>&1
+  echo "rc=$?" >> $OUT/logs/$2.log
+}
+
+case "${1:-}" in
+  one)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+      .whl/*.whl 2>&1 | tail -2
+    nvidia-smi --query-gpu=name,memory.used --format=csv
+    gpu0 & gpu1 &
+    train 2 train-h200-880m-talking-heads transformer,talking_heads,talking_heads@eager &
+    train 3 train-h200-880m-mta transformer,mta,mta@eager &
+    wait
+    tail -n 4 $OUT/logs/*.log
+    pack ;;
+esac

@@ -1,0 +1,56 @@
+"""The head-mixing kernels (`attention/triton_mix.py`, backend "triton_mix") against the eager op, in Triton's
+interpreter on a CPU (fp32, forward and every gradient: q, k, v, W₁ and W₂). On a GPU they run compiled in
+test_flex_backend.py. Without Triton this skips."""
+
+from __future__ import annotations
+
+import pytest
+from triton_interpreter import SKIP, run_interpreted
+
+CHECK = r"""
+import json, sys, torch
+from mta_lab.attention.functional import multi_token_attention
+from mta_lab.attention.triton_mix import head_mix_attention
+
+def rel(a, b):
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
+
+mutant = len(sys.argv) > 1
+torch.manual_seed(0)
+worst = {}
+# (B, H, T, d) and (pre, post, c_h): H below the 16-row tile and odd, T below and across the 128-key block,
+# B > 1, grouped and full post mixing, each mixing alone.
+for (b, h, t, d), (pre, post, c_h) in [((1, 4, 37, 8), (True, True, 4)), ((2, 3, 20, 4), (True, False, 1)),
+                                        ((1, 4, 5, 8), (False, True, 2)), ((1, 2, 150, 8), (True, True, 2))]:
+    q, k, v = (torch.randn(b, h, t, d, requires_grad=True) for _ in range(3))
+    weights = {}
+    if pre:
+        weights["head_pre"] = torch.randn(h, h, requires_grad=True)
+    if post:
+        weights["head_post"] = torch.randn(h // c_h, c_h, c_h, requires_grad=True)
+    ref = multi_token_attention(q, k, v, **weights)
+    pre_w = weights.get("head_pre")
+    if mutant and pre_w is not None:  # [out, in] read as [in, out] must be caught
+        pre_w = pre_w.t()
+    got = head_mix_attention(q, k, v, pre_w, weights.get("head_post"))
+    grad = torch.randn_like(ref)
+    leaves = (q, k, v, *weights.values())
+    expected, grads = torch.autograd.grad(ref, leaves, grad), torch.autograd.grad(got, leaves, grad)
+    worst["out"] = max(worst.get("out", 0.0), rel(got, ref))
+    for name, a, e in zip(("dq", "dk", "dv", *weights), grads, expected):
+        worst[name] = max(worst.get(name, 0.0), rel(a, e))
+print(json.dumps(worst))
+"""
+
+
+@pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
+def test_head_mixing_kernels_match_the_reference_in_the_interpreter():
+    worst = run_interpreted(CHECK)
+    assert set(worst) == {"out", "dq", "dk", "dv", "head_pre", "head_post"}
+    for name, err in worst.items():
+        assert err < 1e-5, (name, err)
+
+
+@pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
+def test_a_transposed_mixing_matrix_is_caught():
+    assert run_interpreted(CHECK.replace("mutant = len(sys.argv) > 1", "mutant = True"))["out"] > 1e-2
