@@ -160,12 +160,15 @@ def _blocks(dtype: torch.dtype) -> dict:
 
 def _scores_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a bᵀ over the last two axes in float32, (B, H, T, d) x (B, H, T', d) -> (B, H, T, T'); 16-bit inputs on a GPU
-    multiply on tensor cores with float32 output (cuBLAS), others in float32."""
+    multiply on tensor cores with float32 output (cuBLAS, torch >= 2.8), others in float32."""
     if a.is_cuda and a.dtype in (torch.bfloat16, torch.float16):
         lead = a.shape[:-2]
-        out = torch.bmm(a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:]).transpose(1, 2),
-                        out_dtype=torch.float32)
-        return out.view(*lead, a.shape[-2], b.shape[-2])
+        try:
+            out = torch.bmm(a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:]).transpose(1, 2),
+                            out_dtype=torch.float32)
+            return out.view(*lead, a.shape[-2], b.shape[-2])
+        except (TypeError, RuntimeError):  # a torch without 16-bit -> float32 products: upcast first
+            pass
     return a.float() @ b.float().transpose(-2, -1)
 
 
