@@ -33,7 +33,7 @@ import triton.language as tl
 from mta_lab.attention.backends import register_backend
 from mta_lab.attention.functional import multi_token_attention
 
-NEG = -1.0e30  # "minus infinity" that keeps exp() and max() finite for padded heads
+NEG: tl.constexpr = tl.constexpr(-1.0e30)  # "minus infinity" that keeps exp() and max() finite for padded heads
 
 
 @triton.jit

@@ -1,6 +1,8 @@
 #!/bin/bash
 # The second device session of 2026-11-28: one call on a 4xH200 machine (torch 2.11, triton 3.6), four GPUs at once:
-#   bash reports/device/2026-11-28-b.sh one
+#   bash reports/device/2026-11-28-b.sh one   # (its triton_mix runs failed to compile: a non-constexpr global)
+#   bash reports/device/2026-11-28-b.sh two   # the same with the fix: GPU tests of the mixing backends only,
+#                                             # talking_heads op bench sdpa/eager/triton_mix, conv_parts on GPU 1
 #   GPU 0: GPU tests (flex/stacked/triton/triton_conv/triton_mix against eager, registry, models), then the
 #          triton_mix launch options at T 4096 (MTA_TRITON_MIX_BLOCKS)
 #   GPU 1: bench attention talking_heads (1K-16K), then paper (1K-8K; sdpa, eager, stacked)
@@ -47,12 +49,49 @@ train() {  # GPU, tag, attention list
   echo "rc=$?" >> $OUT/logs/$2.log
 }
 
+gpu0_two() {
+  export CUDA_VISIBLE_DEVICES=0
+  timeout 250 python3 -m pytest -q -p no:cacheprovider tests/unit/test_flex_backend.py \
+    -k "mixing or talking or registry" --timeout 200 > $OUT/logs/pytest-gpu-mix.log 2>&1
+  echo "pytest rc=$?" >> $OUT/logs/pytest-gpu-mix.log
+  tune
+}
+
+tune() {
+  for blocks in '{"BLOCK_N": 64}' '{"BLOCK_N": 128}' '{"BLOCK_N": 256}' '{"BLOCK_N": 128, "num_warps": 8}' \
+                '{"BLOCK_N": 256, "num_warps": 8}' '{"BLOCK_N": 64, "num_warps": 2}'; do
+    echo "== MTA_TRITON_MIX_BLOCKS=$blocks" >> $OUT/logs/mix-tune.log
+    MTA_TRITON_MIX_BLOCKS="$blocks" timeout 60 $MTA bench attention configs=talking_heads seq_lens=4096 \
+      backends=sdpa,triton_mix iters=5 plot=false out=/tmp/tune tag=tune > /tmp/tune.log 2>&1
+    grep -E "^\| 4096 \| " /tmp/tune/tune.md >> $OUT/logs/mix-tune.log || tail -5 /tmp/tune.log >> $OUT/logs/mix-tune.log
+  done
+}
+
+gpu1_two() {
+  export CUDA_VISIBLE_DEVICES=1
+  timeout 200 $MTA bench attention configs=talking_heads seq_lens=1024,2048,4096,8192,16384 \
+    backends=sdpa,eager,triton_mix tag=attention-h200-talking_heads-mix out=$OUT/bench \
+    > $OUT/logs/bench-talking_heads-mix.log 2>&1
+  echo "rc=$?" >> $OUT/logs/bench-talking_heads-mix.log
+  timeout 200 python3 reports/bench/conv_parts.py > $OUT/logs/conv-parts.log 2>&1
+  echo "rc=$?" >> $OUT/logs/conv-parts.log
+}
+
 case "${1:-}" in
   one)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
       .whl/*.whl 2>&1 | tail -2
     nvidia-smi --query-gpu=name,memory.used --format=csv
     gpu0 & gpu1 &
+    train 2 train-h200-880m-talking-heads transformer,talking_heads,talking_heads@eager &
+    train 3 train-h200-880m-mta transformer,mta,mta@eager &
+    wait
+    tail -n 4 $OUT/logs/*.log
+    pack ;;
+  two)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+      .whl/*.whl 2>&1 | tail -2
+    gpu0_two & gpu1_two &
     train 2 train-h200-880m-talking-heads transformer,talking_heads,talking_heads@eager &
     train 3 train-h200-880m-mta transformer,mta,mta@eager &
     wait
