@@ -3,6 +3,10 @@
 #   bash reports/device/2026-11-28-b.sh one   # (its triton_mix runs failed to compile: a non-constexpr global)
 #   bash reports/device/2026-11-28-b.sh two   # the same with the fix: GPU tests of the mixing backends only,
 #                                             # talking_heads op bench sdpa/eager/triton_mix, conv_parts on GPU 1
+#   bash reports/device/2026-11-28-b.sh three # triton_mix with 64-bit offsets and tuned tiles, triton_conv = stacked S'
+#                                             # + cuDNN conv fwd/dgrad + Triton wgrad: GPU tests and paper op bench
+#                                             # (GPU 0), talking_heads op bench (GPU 1), 880M mta (GPU 2), 880M
+#                                             # talking_heads and diff (GPU 3)
 #   GPU 0: GPU tests (flex/stacked/triton/triton_conv/triton_mix against eager, registry, models), then the
 #          triton_mix launch options at T 4096 (MTA_TRITON_MIX_BLOCKS)
 #   GPU 1: bench attention talking_heads (1K-16K), then paper (1K-8K; sdpa, eager, stacked)
@@ -77,6 +81,23 @@ gpu1_two() {
   echo "rc=$?" >> $OUT/logs/conv-parts.log
 }
 
+gpu0_three() {
+  export CUDA_VISIBLE_DEVICES=0
+  timeout 200 python3 -m pytest -q -p no:cacheprovider tests/unit/test_flex_backend.py \
+    -k "mixing or talking or registry" --timeout 150 > $OUT/logs/pytest-gpu-mix.log 2>&1
+  echo "pytest rc=$?" >> $OUT/logs/pytest-gpu-mix.log
+  timeout 250 $MTA bench attention configs=paper seq_lens=1024,2048,4096,8192 backends=sdpa,eager,stacked,triton_conv \
+    tag=attention-h200-paper out=$OUT/bench > $OUT/logs/bench-paper.log 2>&1
+  echo "rc=$?" >> $OUT/logs/bench-paper.log
+}
+
+gpu1_three() {
+  export CUDA_VISIBLE_DEVICES=1
+  timeout 400 $MTA bench attention configs=talking_heads seq_lens=1024,2048,4096,8192,16384 \
+    tag=attention-h200-talking_heads out=$OUT/bench > $OUT/logs/bench-talking_heads.log 2>&1
+  echo "rc=$?" >> $OUT/logs/bench-talking_heads.log
+}
+
 case "${1:-}" in
   one)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
@@ -94,6 +115,15 @@ case "${1:-}" in
     gpu0_two & gpu1_two &
     train 2 train-h200-880m-talking-heads transformer,talking_heads,talking_heads@eager &
     train 3 train-h200-880m-mta transformer,mta,mta@eager &
+    wait
+    tail -n 4 $OUT/logs/*.log
+    pack ;;
+  three)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+      .whl/*.whl 2>&1 | tail -2
+    gpu0_three & gpu1_three &
+    train 2 train-h200-880m-mta transformer,mta,mta@eager &
+    train 3 train-h200-880m-talking-heads transformer,talking_heads,diff &
     wait
     tail -n 4 $OUT/logs/*.log
     pack ;;

@@ -163,6 +163,9 @@ def test_registry_routes_only_what_each_backend_implements():
         assert resolve_backend("auto", "cuda", {"kq_pre": kernel, "dropout_p": 0.0}).name == streaming
         assert resolve_backend("auto", "cuda", {"kq_pre": kernel, "dropout_p": 0.1}).name == "stacked"
         assert resolve_backend("auto", "cuda", {"kq_pre": kernel, "head_pre": mix}).name == "stacked"
+        paper = {"kq_pre": kernel, "head_pre": mix, "kq_post": kernel, "head_post": mix[None]}
+        assert resolve_backend("auto", "cuda", paper).name == (
+            "triton_conv" if "triton_conv" in backend_names() else "stacked")
         mixing = "triton_mix" if "triton_mix" in backend_names() else "eager"
         assert resolve_backend("auto", "cuda", {"head_pre": mix}).name == mixing  # nothing to convolve
         assert resolve_backend("auto", "cuda", {"head_pre": mix, "dropout_p": 0.1}).name == "eager"
@@ -182,7 +185,7 @@ GPU_CASES = [
 ]
 
 
-GPU_BACKENDS = tuple(name for name in ("flex", "stacked", "triton", "triton_conv") if name in backend_names())
+GPU_BACKENDS = tuple(name for name in ("flex", "stacked", "triton") if name in backend_names())
 
 
 @needs_cuda
@@ -241,7 +244,7 @@ def test_model_on_gpu_uses_flex_and_matches_the_eager_backend():
 
 
 # Backends of calls with head mixing, each with the op configs it implements: (backend, weights, shape, dtype).
-# triton_mix: H = 16 (one tile of heads) and H = 3 (padded), T across its 128-key blocks, B > 1.
+# triton_mix: H = 16 (one tile of heads) and H = 3 (padded), T across its 64-key blocks, B > 1.
 MIXING_CASES = [
     ("triton_conv", ("kq_pre", "head_pre", "kq_post", "head_post"), (1, 16, 600, 32), torch.bfloat16),
     ("triton_conv", ("kq_pre", "head_pre", "kq_post", "head_post"), (2, 4, 130, 16), torch.float32),

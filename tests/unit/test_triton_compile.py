@@ -37,3 +37,11 @@ def test_head_mixing_kernels_compile(has_pre, has_post, io, precision):
                        consts)
     compile_for_hopper(_mix_bwd, dict(S="*fp32", dPh="*fp32", Lse="*fp32", W1="*fp32", W2="*fp32", dS=f"*{io}",
                                       P=f"*{io}", dW1="*fp32", dW2="*fp32", **MIX_ARGS), consts)
+
+
+def test_conv_kernel_gradient_compiles():
+    from mta_lab.attention.triton_conv import BLOCK, _kernel_grad
+
+    compile_for_hopper(_kernel_grad, dict(G="*fp32", X="*fp32", P="*fp32", T="i32", row_off="i32", col_off="i32",
+                                          n_tiles_j="i32"),
+                       dict(C_Q=6, C_K=11, BLOCK_I=BLOCK, BLOCK_J=BLOCK, TAPS=128))

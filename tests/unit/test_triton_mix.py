@@ -18,7 +18,7 @@ def rel(a, b):
 mutant = len(sys.argv) > 1
 torch.manual_seed(0)
 worst = {}
-# (B, H, T, d) and (pre, post, c_h): H below the 16-row tile and odd, T below and across the 128-key block,
+# (B, H, T, d) and (pre, post, c_h): H below the 16-row tile and odd, T below and across the 64-key blocks,
 # B > 1, grouped and full post mixing, each mixing alone.
 for (b, h, t, d), (pre, post, c_h) in [((1, 4, 37, 8), (True, True, 4)), ((2, 3, 20, 4), (True, False, 1)),
                                         ((1, 4, 5, 8), (False, True, 2)), ((1, 2, 150, 8), (True, True, 2))]:
