@@ -96,7 +96,9 @@ class CausalKQConv(torch.autograd.Function):
         b, h, t, _ = x.shape
         _, c_q, c_k = weight.shape
         o = key_offset(c_k, ctx.pad_key)
-        grad = grad.masked_fill(~causal_mask(t, t, grad.device), 0.0)  # the output's re-zeroing
+        # The output's re-zeroing; under autocast the forward conv may have run in 16 bits: the gradients are
+        # taken in the maps' dtype.
+        grad = grad.to(x.dtype).masked_fill(~causal_mask(t, t, grad.device), 0.0)
         grad_x = grad_kernel = None
         if ctx.needs_input_grad[0]:
             # cuDNN's input gradient of the padded conv2d, cropped to x and masked like x̄.

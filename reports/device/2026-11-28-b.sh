@@ -7,6 +7,8 @@
 #                                             # + cuDNN conv fwd/dgrad + Triton wgrad: GPU tests and paper op bench
 #                                             # (GPU 0), talking_heads op bench (GPU 1), 880M mta (GPU 2), 880M
 #                                             # talking_heads and diff (GPU 3)
+#   bash reports/device/2026-11-28-b.sh four  # triton_conv under autocast fixed: GPU tests (GPU 0), 880M mta (GPU 2),
+#                                             # profiles of one 880M mta step, auto and eager (GPUs 1, 3)
 #   GPU 0: GPU tests (flex/stacked/triton/triton_conv/triton_mix against eager, registry, models), then the
 #          triton_mix launch options at T 4096 (MTA_TRITON_MIX_BLOCKS)
 #   GPU 1: bench attention talking_heads (1K-16K), then paper (1K-8K; sdpa, eager, stacked)
@@ -98,6 +100,11 @@ gpu1_three() {
   echo "rc=$?" >> $OUT/logs/bench-talking_heads.log
 }
 
+profile() {  # GPU, attention label, log name
+  CUDA_VISIBLE_DEVICES=$1 timeout 300 python3 reports/bench/profile_step.py --attention $2 > $OUT/logs/$3.log 2>&1
+  echo "rc=$?" >> $OUT/logs/$3.log
+}
+
 case "${1:-}" in
   one)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
@@ -124,6 +131,18 @@ case "${1:-}" in
     gpu0_three & gpu1_three &
     train 2 train-h200-880m-mta transformer,mta,mta@eager &
     train 3 train-h200-880m-talking-heads transformer,talking_heads,diff &
+    wait
+    tail -n 4 $OUT/logs/*.log
+    pack ;;
+  four)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+      .whl/*.whl 2>&1 | tail -2
+    (export CUDA_VISIBLE_DEVICES=0; timeout 250 python3 -m pytest -q -p no:cacheprovider \
+      tests/unit/test_flex_backend.py -k "gpu or registry" --timeout 200 > $OUT/logs/pytest-gpu.log 2>&1;
+      echo "pytest rc=$?" >> $OUT/logs/pytest-gpu.log) &
+    profile 1 mta profile-880m-mta &
+    profile 3 mta@eager profile-880m-mta-eager &
+    train 2 train-h200-880m-mta transformer,mta,mta@eager &
     wait
     tail -n 4 $OUT/logs/*.log
     pack ;;
