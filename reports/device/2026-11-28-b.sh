@@ -137,9 +137,11 @@ case "${1:-}" in
   four)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
       .whl/*.whl 2>&1 | tail -2
-    (export CUDA_VISIBLE_DEVICES=0; timeout 250 python3 -m pytest -q -p no:cacheprovider \
-      tests/unit/test_flex_backend.py -k "gpu or registry" --timeout 200 > $OUT/logs/pytest-gpu.log 2>&1;
-      echo "pytest rc=$?" >> $OUT/logs/pytest-gpu.log) &
+    (export CUDA_VISIBLE_DEVICES=0; timeout 150 python3 -m pytest -q -p no:cacheprovider \
+      tests/unit/test_flex_backend.py -k "mixing or talking or autocast or registry or model_on_gpu" --timeout 120 \
+      > $OUT/logs/pytest-gpu.log 2>&1; echo "pytest rc=$?" >> $OUT/logs/pytest-gpu.log
+      timeout 300 python3 -m pytest -q -p no:cacheprovider tests/unit/test_flex_backend.py -k "backend_on_gpu" \
+      --timeout 250 > $OUT/logs/pytest-gpu-kq.log 2>&1; echo "pytest rc=$?" >> $OUT/logs/pytest-gpu-kq.log) &
     profile 1 mta profile-880m-mta &
     profile 3 mta@eager profile-880m-mta-eager &
     train 2 train-h200-880m-mta transformer,mta,mta@eager &
