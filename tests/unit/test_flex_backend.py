@@ -324,7 +324,9 @@ def test_talking_heads_model_on_gpu_uses_triton_mix_and_matches_eager():
 @pytest.mark.skipif("triton_mix" not in backend_names(), reason="Triton is not installed")
 def test_paper_config_model_trains_under_autocast_on_gpu():
     """The paper config's model under bf16 autocast, as training runs it: auto (triton_conv on the kq layers,
-    triton_mix on the others) against eager, loss and every gradient."""
+    triton_mix on the others) and eager, both against the eager model in float64. The fast path must be about as
+    accurate as eager under the same autocast (sums over T² terms, like the mixing gradients, lose digits in bf16
+    on either path)."""
     from dataclasses import replace
 
     from mta_lab.attention.presets import load_preset
@@ -335,16 +337,22 @@ def test_paper_config_model_trains_under_autocast_on_gpu():
     config = load_model_preset("tiny", max_seq_len=256)
     torch.manual_seed(0)
     fast = build_model(config, spec).cuda()
+    with torch.no_grad():  # random mixing matrices, not the identity init
+        for name, p in fast.named_parameters():
+            if "head_" in name:
+                p.add_(0.3 * torch.randn_like(p))
     slow = build_model(config, replace(spec, backend="eager")).cuda()
     slow.load_state_dict(fast.state_dict())
+    exact = build_model(config, replace(spec, backend="eager")).cuda().double()
+    exact.load_state_dict(fast.state_dict())
     tokens = torch.randint(0, config.vocab_size, (2, 256), device="cuda")
     losses = []
-    for model in (fast, slow):
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+    for model in (fast, slow, exact):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=model is not exact):
             logits = model(tokens)
-        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), tokens.flatten())
+        loss = torch.nn.functional.cross_entropy(logits.double().flatten(0, 1), tokens.flatten())
         loss.backward()
         losses.append(loss)
-    assert rel_err(losses[0], losses[1]) < 1e-2
-    for (name, a), b in zip(fast.named_parameters(), slow.parameters(), strict=True):
-        assert rel_err(a.grad, b.grad) < 5e-2, name
+    assert rel_err(losses[0], losses[2]) < 1e-2
+    for (name, a), b, e in zip(fast.named_parameters(), slow.parameters(), exact.parameters(), strict=True):
+        assert rel_err(a.grad, e.grad) <= max(5e-2, 1.5 * rel_err(b.grad, e.grad)), name
