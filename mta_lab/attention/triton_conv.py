@@ -21,15 +21,18 @@ and on an H200 (tests/unit/test_flex_backend.py).
 
 from __future__ import annotations
 
+import json
+import os
+
 import torch
 import triton
 import triton.language as tl
 
 from mta_lab.attention.backends import register_backend
-from mta_lab.attention.functional import causal_kq_conv, causal_mask, materialised_attention
+from mta_lab.attention.functional import materialised_attention
 from mta_lab.attention.stacked import key_offset, kq_pre_scores
 
-BLOCK = 64  # output tile: BLOCK × BLOCK positions of one map
+BLOCK = 64  # output tile of the kernel gradient: BLOCK × BLOCK positions of one map
 
 
 @triton.jit
@@ -39,6 +42,35 @@ def _shifted_tile(X, base, offs_i, offs_j, row_shift, col_shift, T):
     cols = offs_j + col_shift
     ok = ((rows >= 0) & (rows < T))[:, None] & (cols[None, :] >= 0) & (cols[None, :] <= rows[:, None])
     return tl.load(X + base + rows[:, None] * T + cols[None, :], mask=ok, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _correlate(X, W, Y, T, row_off, col_off, C_Q: tl.constexpr, C_K: tl.constexpr, N_HEADS: tl.constexpr,
+               BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, WIDTH: tl.constexpr, PRECISION: tl.constexpr):
+    """Y[i, j] = Σ_{a,b} W[h, a, b] · X̄[i + a - row_off, j + b - col_off] on the lower triangle (j <= i), else 0;
+    X̄ is X with its strict upper triangle zeroed.
+
+    On tensor cores: for each kernel row a, the (BLOCK_I, WIDTH) window of X̄ rows i + a - row_off starting at
+    column j0 - col_off, times the banded Toeplitz matrix B_a[m, n] = W[h, a, m - n] (0 <= m - n < C_K), is the
+    key-axis convolution of those rows for the BLOCK_J output columns; WIDTH >= BLOCK_J + C_K - 1."""
+    pid_i, pid_j, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    h = bh % N_HEADS
+    offs_i = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
+    offs_j = pid_j * BLOCK_J + tl.arange(0, BLOCK_J)
+    offs_m = tl.arange(0, WIDTH)
+    base = bh.to(tl.int64) * T * T
+    acc = tl.zeros([BLOCK_I, BLOCK_J], dtype=tl.float32)
+    if pid_j * BLOCK_J <= pid_i * BLOCK_I + BLOCK_I - 1:  # the tile reaches the lower triangle
+        cols = pid_j * BLOCK_J - col_off + offs_m
+        tap = offs_m[:, None] - tl.arange(0, BLOCK_J)[None, :]  # m - n
+        in_band = (tap >= 0) & (tap < C_K)
+        for a in tl.static_range(C_Q):
+            x = _shifted_tile(X, base, offs_i, cols, a - row_off, 0, T)
+            band = tl.load(W + (h * C_Q + a) * C_K + tap, mask=in_band, other=0.0).to(x.dtype)
+            acc += tl.dot(x, band, input_precision=PRECISION)
+    acc = tl.where(offs_j[None, :] <= offs_i[:, None], acc, 0.0)
+    out_ok = (offs_i[:, None] < T) & (offs_j[None, :] < T)
+    tl.store(Y + base + offs_i[:, None] * T + offs_j[None, :], acc.to(Y.dtype.element_ty), mask=out_ok)
 
 
 @triton.jit
@@ -68,6 +100,27 @@ def _grid(x: torch.Tensor):
     return (triton.cdiv(t, BLOCK), triton.cdiv(t, BLOCK), b * h)
 
 
+def _correlate_blocks(x: torch.Tensor, c_k: int) -> dict:
+    """Tiles of `_correlate`; MTA_TRITON_CONV_BLOCKS (JSON, e.g. '{"BLOCK_I": 128, "BLOCK_J": 32}') overrides.
+    Float32 maps multiply in 3×TF32 (float32-accurate to ~1e-6), 16-bit ones as they are."""
+    blocks = {"BLOCK_I": 64, "BLOCK_J": 32, "num_warps": 4}
+    if "MTA_TRITON_CONV_BLOCKS" in os.environ:
+        blocks |= json.loads(os.environ["MTA_TRITON_CONV_BLOCKS"])
+    width = max(16, triton.next_power_of_2(blocks["BLOCK_J"] + c_k - 1))
+    return {**blocks, "WIDTH": width, "PRECISION": "tf32x3" if x.dtype == torch.float32 else "ieee"}
+
+
+def _correlate_call(x: torch.Tensor, weight: torch.Tensor, row_off: int, col_off: int) -> torch.Tensor:
+    """`_correlate` over (B, H, T, T) maps x with a (H, c_q, c_k) float32 weight."""
+    y = torch.empty_like(x)
+    b, h, t, _ = x.shape
+    blocks = _correlate_blocks(x, weight.shape[2])
+    grid = (triton.cdiv(t, blocks["BLOCK_I"]), triton.cdiv(t, blocks["BLOCK_J"]), b * h)
+    _correlate[grid](x, weight, y, t, row_off, col_off, C_Q=weight.shape[1], C_K=weight.shape[2], N_HEADS=h,
+                     **blocks)
+    return y
+
+
 def _kernel_grad_call(grad: torch.Tensor, x: torch.Tensor, c_q: int, c_k: int, key_offset: int) -> torch.Tensor:
     """dθ (H, c_q, c_k), float32: per-tile partial sums of the kernel, summed over tiles and batch by torch."""
     gi, gj, bh = _grid(x)
@@ -88,25 +141,21 @@ class CausalKQConv(torch.autograd.Function):
         weight = kernel.detach().to(x.dtype).contiguous()
         ctx.save_for_backward(x, weight)
         ctx.pad_key = pad_key
-        return causal_kq_conv(x, weight, pad_key)
+        return _correlate_call(x, weight, weight.shape[1] - 1, key_offset(weight.shape[2], pad_key))
 
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        b, h, t, _ = x.shape
         _, c_q, c_k = weight.shape
         o = key_offset(c_k, ctx.pad_key)
-        # The output's re-zeroing; under autocast the forward conv may have run in 16 bits: the gradients are
-        # taken in the maps' dtype.
-        grad = grad.to(x.dtype).masked_fill(~causal_mask(t, t, grad.device), 0.0)
+        grad = grad.to(x.dtype).contiguous()  # both kernels read it on its lower triangle only (the re-zeroing)
         grad_x = grad_kernel = None
         if ctx.needs_input_grad[0]:
-            # cuDNN's input gradient of the padded conv2d, cropped to x and masked like x̄.
-            padded_shape = (b, h, t + c_q - 1, t + c_k - 1)
-            d_padded = torch.nn.grad.conv2d_input(padded_shape, weight.unsqueeze(1), grad, groups=h)
-            grad_x = d_padded[:, :, c_q - 1:, o:o + t].masked_fill(~causal_mask(t, t, grad.device), 0.0)
+            # dx[i', j'] = Σ θ[a, b] G[i' + (c_q-1) - a, j' + o - b]: the flipped kernel, offsets (0, c_k-1-o);
+            # G is read on its lower triangle and dx kept on x's (the masks of the definition).
+            grad_x = _correlate_call(grad, weight.float().flip(1, 2).contiguous(), 0, c_k - 1 - o)
         if ctx.needs_input_grad[1]:
-            grad_kernel = _kernel_grad_call(grad.contiguous(), x, c_q, c_k, o)
+            grad_kernel = _kernel_grad_call(grad, x, c_q, c_k, o)
         return grad_x, grad_kernel, None
 
 

@@ -1,13 +1,11 @@
 """Where the key-query convolution's time goes on a GPU: cuDNN's depthwise conv2d (forward, input gradient,
-kernel gradient) against the Triton kernel gradient of attention/triton_conv.py, piece by piece, on one causal map
-stack.
+kernel gradient) against the Triton kernels of attention/triton_conv.py, piece by piece, on one causal map stack.
 
     python reports/bench/conv_parts.py [--batch 1] [--heads 16] [--seq-lens 2048,4096] [--kernel 6x11]
 
-Prints milliseconds per piece (triton.testing.do_bench, float32 maps as in the op) and checks the Triton kernel
-gradient against cuDNN's. reports/bench/conv-parts-h200.log is the run that chose the pieces, made when the module
-also had a Triton forward / input-gradient kernel (60 ms each at T 4096, against cuDNN's 9.4 and 13.0 ms): it was
-removed, cuDNN keeps those two.
+Prints milliseconds per piece (triton.testing.do_bench, float32 maps as in the op) and checks each Triton piece
+against cuDNN's. reports/bench/conv-parts-h200*.log hold the runs (the first with the earlier, tap-unrolled
+Triton forward).
 """
 
 from __future__ import annotations
@@ -30,19 +28,29 @@ def measure(batch: int, h: int, t: int, c_q: int, c_k: int) -> None:
     x = torch.randn(batch, h, t, t, device="cuda").masked_fill(~visible, 0.0)
     grad = torch.randn_like(x).masked_fill(~visible, 0.0)
     kernel = torch.randn(h, c_q, c_k, device="cuda")
+    flipped = kernel.flip(1, 2).contiguous()
     weight = kernel.unsqueeze(1)
     padded = F.pad(x, (o, c_k - 1 - o, c_q - 1, 0))
     pieces = {
         "cudnn forward": lambda: F.conv2d(padded, weight, groups=h),
         "cudnn input grad": lambda: torch.nn.grad.conv2d_input(padded.shape, weight, grad, groups=h),
         "cudnn kernel grad": lambda: torch.nn.grad.conv2d_weight(padded, weight.shape, grad, groups=h),
+        "triton forward": lambda: triton_conv._correlate_call(x, kernel, c_q - 1, o),
+        "triton input grad": lambda: triton_conv._correlate_call(grad, flipped, 0, c_k - 1 - o),
         "triton kernel grad": lambda: triton_conv._kernel_grad_call(grad, x, c_q, c_k, o),
     }
     ms = {name: triton.testing.do_bench(f) for name, f in pieces.items()}
-    err_k = rel(triton_conv._kernel_grad_call(grad, x, c_q, c_k, o),
-                torch.nn.grad.conv2d_weight(padded, weight.shape, grad, groups=h).squeeze(1))
-    print(f"== B {batch} H {h} T {t} kernel {c_q}x{c_k}: Triton vs cuDNN kernel grad rel err "
-          f"{err_k:.1e}", flush=True)
+    errors = {
+        "forward": rel(triton_conv._correlate_call(x, kernel, c_q - 1, o),
+                       F.conv2d(padded, weight, groups=h).masked_fill(~visible, 0.0)),
+        "input grad": rel(triton_conv._correlate_call(grad, flipped, 0, c_k - 1 - o),
+                          torch.nn.grad.conv2d_input(padded.shape, weight, grad, groups=h)
+                          [:, :, c_q - 1:, o:o + t].masked_fill(~visible, 0.0)),
+        "kernel grad": rel(triton_conv._kernel_grad_call(grad, x, c_q, c_k, o),
+                           torch.nn.grad.conv2d_weight(padded, weight.shape, grad, groups=h).squeeze(1)),
+    }
+    print(f"== B {batch} H {h} T {t} kernel {c_q}x{c_k}: Triton vs cuDNN rel err: "
+          + ", ".join(f"{k} {v:.1e}" for k, v in errors.items()), flush=True)
     for name, value in ms.items():
         print(f"{name:20s} {value:9.3f} ms", flush=True)
 

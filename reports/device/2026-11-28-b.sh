@@ -9,6 +9,9 @@
 #                                             # talking_heads and diff (GPU 3)
 #   bash reports/device/2026-11-28-b.sh four  # triton_conv under autocast fixed: GPU tests (GPU 0), 880M mta (GPU 2),
 #                                             # profiles of one 880M mta step, auto and eager (GPUs 1, 3)
+#   bash reports/device/2026-11-28-b.sh five  # triton_conv's forward / input grad as tensor-core Toeplitz products:
+#                                             # GPU tests + conv_parts (GPU 0), paper op bench (GPU 1), 880M mta
+#                                             # (GPU 2), profile of one 880M mta step (GPU 3)
 #   GPU 0: GPU tests (flex/stacked/triton/triton_conv/triton_mix against eager, registry, models), then the
 #          triton_mix launch options at T 4096 (MTA_TRITON_MIX_BLOCKS)
 #   GPU 1: bench attention talking_heads (1K-16K), then paper (1K-8K; sdpa, eager, stacked)
@@ -145,6 +148,22 @@ case "${1:-}" in
     profile 1 mta profile-880m-mta &
     profile 3 mta@eager profile-880m-mta-eager &
     train 2 train-h200-880m-mta transformer,mta,mta@eager &
+    wait
+    tail -n 4 $OUT/logs/*.log
+    pack ;;
+  five)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+      .whl/*.whl 2>&1 | tail -2
+    (export CUDA_VISIBLE_DEVICES=0; timeout 150 python3 -m pytest -q -p no:cacheprovider \
+      tests/unit/test_flex_backend.py -k "mixing or talking or autocast or registry or model_on_gpu" --timeout 120 \
+      > $OUT/logs/pytest-gpu.log 2>&1; echo "pytest rc=$?" >> $OUT/logs/pytest-gpu.log
+      timeout 120 python3 reports/bench/conv_parts.py > $OUT/logs/conv-parts.log 2>&1
+      echo "rc=$?" >> $OUT/logs/conv-parts.log) &
+    (export CUDA_VISIBLE_DEVICES=1; timeout 250 $MTA bench attention configs=paper seq_lens=1024,2048,4096,8192 \
+      backends=sdpa,eager,triton_conv tag=attention-h200-paper-tc out=$OUT/bench > $OUT/logs/bench-paper.log 2>&1
+      echo "rc=$?" >> $OUT/logs/bench-paper.log) &
+    train 2 train-h200-880m-mta transformer,mta &
+    profile 3 mta profile-880m-mta &
     wait
     tail -n 4 $OUT/logs/*.log
     pack ;;

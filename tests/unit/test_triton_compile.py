@@ -45,3 +45,11 @@ def test_conv_kernel_gradient_compiles():
     compile_for_hopper(_kernel_grad, dict(G="*fp32", X="*fp32", P="*fp32", T="i32", row_off="i32", col_off="i32",
                                           n_tiles_j="i32"),
                        dict(C_Q=6, C_K=11, BLOCK_I=BLOCK, BLOCK_J=BLOCK, TAPS=128))
+
+
+@pytest.mark.parametrize(("io", "precision"), [("fp32", "tf32x3"), ("bf16", "ieee")])
+def test_conv_correlation_compiles(io, precision):
+    from mta_lab.attention.triton_conv import _correlate
+
+    compile_for_hopper(_correlate, dict(X=f"*{io}", W="*fp32", Y=f"*{io}", T="i32", row_off="i32", col_off="i32"),
+                       dict(C_Q=6, C_K=11, N_HEADS=16, BLOCK_I=64, BLOCK_J=32, WIDTH=64, PRECISION=precision))

@@ -53,3 +53,8 @@ def test_triton_conv_matches_the_reference_in_the_interpreter():
     assert set(worst) == {"y", "dx", "dkernel", "op", "op grads"}
     for name, err in worst.items():
         assert err < 1e-5, (name, err)
+
+
+@pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
+def test_a_shifted_kernel_is_caught():
+    assert run_interpreted(CHECK.replace("if len(sys.argv) > 1:", "if True:"))["mutant"] > 1e-2
