@@ -158,7 +158,13 @@ case "${1:-}" in
       tests/unit/test_flex_backend.py -k "mixing or talking or autocast or registry or model_on_gpu" --timeout 120 \
       > $OUT/logs/pytest-gpu.log 2>&1; echo "pytest rc=$?" >> $OUT/logs/pytest-gpu.log
       timeout 120 python3 reports/bench/conv_parts.py > $OUT/logs/conv-parts.log 2>&1
-      echo "rc=$?" >> $OUT/logs/conv-parts.log) &
+      echo "rc=$?" >> $OUT/logs/conv-parts.log
+      for blocks in '{"BLOCK_I": 128, "BLOCK_J": 32, "num_warps": 8}' '{"BLOCK_I": 64, "BLOCK_J": 64}' \
+                    '{"BLOCK_I": 128, "BLOCK_J": 64, "num_warps": 8}' '{"BLOCK_I": 32, "BLOCK_J": 32}'; do
+        echo "== MTA_TRITON_CONV_BLOCKS=$blocks" >> $OUT/logs/conv-tune.log
+        MTA_TRITON_CONV_BLOCKS="$blocks" timeout 60 python3 reports/bench/conv_parts.py --seq-lens 4096 \
+          2>&1 | grep -E "triton (forward|input)|err" >> $OUT/logs/conv-tune.log
+      done) &
     (export CUDA_VISIBLE_DEVICES=1; timeout 250 $MTA bench attention configs=paper seq_lens=1024,2048,4096,8192 \
       backends=sdpa,eager,triton_conv tag=attention-h200-paper-tc out=$OUT/bench > $OUT/logs/bench-paper.log 2>&1
       echo "rc=$?" >> $OUT/logs/bench-paper.log) &
