@@ -32,8 +32,6 @@ from mta_lab.attention.backends import register_backend
 from mta_lab.attention.functional import materialised_attention
 from mta_lab.attention.stacked import key_offset, kq_pre_scores
 
-BLOCK = 64  # output tile of the kernel gradient: BLOCK × BLOCK positions of one map
-
 
 @triton.jit
 def _shifted_tile(X, base, offs_i, offs_j, row_shift, col_shift, T):
@@ -75,34 +73,37 @@ def _correlate(X, W, Y, T, row_off, col_off, C_Q: tl.constexpr, C_K: tl.constexp
 
 @triton.jit
 def _kernel_grad(G, X, P, T, row_off, col_off, n_tiles_j, C_Q: tl.constexpr, C_K: tl.constexpr,
-                 BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, TAPS: tl.constexpr):
+                 BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, WIDTH: tl.constexpr, TAPS: tl.constexpr,
+                 PRECISION: tl.constexpr):
     """P[bh, tile, a·C_K + b] = Σ_tile G[i, j] · X̄[i + a - row_off, j + b - col_off] over its lower-triangle
-    outputs (j <= i)."""
+    outputs (j <= i).
+
+    On tensor cores, with `_correlate`'s row windows X_a (BLOCK_I, WIDTH) starting at column j0 - col_off:
+    R_a = Gᵀ X_a (BLOCK_J, WIDTH) and the tap b is the sum of R_a's diagonal m - n = b."""
     pid_i, pid_j, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     offs_i = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
     offs_j = pid_j * BLOCK_J + tl.arange(0, BLOCK_J)
+    offs_m = tl.arange(0, WIDTH)
     base = bh.to(tl.int64) * T * T
     taps = tl.arange(0, TAPS)
     sums = tl.zeros([TAPS], dtype=tl.float32)
     if pid_j * BLOCK_J <= pid_i * BLOCK_I + BLOCK_I - 1:
         g_ok = (offs_i[:, None] < T) & (offs_j[None, :] <= offs_i[:, None])
-        g = tl.load(G + base + offs_i[:, None] * T + offs_j[None, :], mask=g_ok, other=0.0).to(tl.float32)
+        g = tl.load(G + base + offs_i[:, None] * T + offs_j[None, :], mask=g_ok, other=0.0)
+        cols = pid_j * BLOCK_J - col_off + offs_m
+        tap = offs_m[None, :] - tl.arange(0, BLOCK_J)[:, None]  # m - n
         for a in tl.static_range(C_Q):
+            x = _shifted_tile(X, base, offs_i, cols, a - row_off, 0, T).to(g.dtype)
+            r = tl.dot(tl.trans(g), x, input_precision=PRECISION)
             for b in tl.static_range(C_K):
-                x = _shifted_tile(X, base, offs_i, offs_j, a - row_off, b - col_off, T)
-                sums += tl.where(taps == a * C_K + b, tl.sum(g * x), 0.0)
+                sums += tl.where(taps == a * C_K + b, tl.sum(tl.where(tap == b, r, 0.0)), 0.0)
     tile = pid_i * n_tiles_j + pid_j
     tl.store(P + (bh.to(tl.int64) * tl.num_programs(0) * n_tiles_j + tile) * TAPS + taps, sums)
 
 
-def _grid(x: torch.Tensor):
-    b, h, t, _ = x.shape
-    return (triton.cdiv(t, BLOCK), triton.cdiv(t, BLOCK), b * h)
-
-
 def _correlate_blocks(x: torch.Tensor, c_k: int) -> dict:
-    """Tiles of `_correlate`; MTA_TRITON_CONV_BLOCKS (JSON, e.g. '{"BLOCK_I": 128, "BLOCK_J": 32}') overrides.
-    Float32 maps multiply in 3×TF32 (float32-accurate to ~1e-6), 16-bit ones as they are."""
+    """Tiles of `_correlate` and `_kernel_grad`; MTA_TRITON_CONV_BLOCKS (JSON, e.g. '{"BLOCK_I": 128, "BLOCK_J":
+    32}') overrides them. Float32 maps multiply in 3×TF32 (float32-accurate to ~1e-6), 16-bit ones as they are."""
     blocks = {"BLOCK_I": 64, "BLOCK_J": 32, "num_warps": 4}
     if "MTA_TRITON_CONV_BLOCKS" in os.environ:
         blocks |= json.loads(os.environ["MTA_TRITON_CONV_BLOCKS"])
@@ -123,13 +124,14 @@ def _correlate_call(x: torch.Tensor, weight: torch.Tensor, row_off: int, col_off
 
 def _kernel_grad_call(grad: torch.Tensor, x: torch.Tensor, c_q: int, c_k: int, key_offset: int) -> torch.Tensor:
     """dθ (H, c_q, c_k), float32: per-tile partial sums of the kernel, summed over tiles and batch by torch."""
-    gi, gj, bh = _grid(x)
-    h = x.shape[1]
+    b, h, t, _ = x.shape
+    blocks = _correlate_blocks(x, c_k)
+    gi, gj = triton.cdiv(t, blocks["BLOCK_I"]), triton.cdiv(t, blocks["BLOCK_J"])
     taps = triton.next_power_of_2(c_q * c_k)
-    partial = torch.empty(bh, gi * gj, taps, device=x.device, dtype=torch.float32)
-    _kernel_grad[(gi, gj, bh)](grad, x, partial, x.shape[-1], c_q - 1, key_offset, gj, C_Q=c_q, C_K=c_k,
-                               BLOCK_I=BLOCK, BLOCK_J=BLOCK, TAPS=taps)
-    return partial.view(-1, h, gi * gj, taps).sum(dim=(0, 2))[:, :c_q * c_k].reshape(h, c_q, c_k)
+    partial = torch.empty(b * h, gi * gj, taps, device=x.device, dtype=torch.float32)
+    _kernel_grad[(gi, gj, b * h)](grad, x, partial, t, c_q - 1, key_offset, gj, C_Q=c_q, C_K=c_k, TAPS=taps,
+                                  **blocks)
+    return partial.view(b, h, gi * gj, taps).sum(dim=(0, 2))[:, :c_q * c_k].reshape(h, c_q, c_k)
 
 
 class CausalKQConv(torch.autograd.Function):

@@ -12,6 +12,8 @@
 #   bash reports/device/2026-11-28-b.sh five  # triton_conv's forward / input grad as tensor-core Toeplitz products:
 #                                             # GPU tests + conv_parts (GPU 0), paper op bench (GPU 1), 880M mta
 #                                             # (GPU 2), profile of one 880M mta step (GPU 3)
+#   bash reports/device/2026-11-28-b.sh six   # (2xH200) the kernel gradient on tensor cores too: 880M mta alone on
+#                                             # GPU 0, then GPU tests (GPU 0) beside conv_parts + paper op bench (GPU 1)
 #   GPU 0: GPU tests (flex/stacked/triton/triton_conv/triton_mix against eager, registry, models), then the
 #          triton_mix launch options at T 4096 (MTA_TRITON_MIX_BLOCKS)
 #   GPU 1: bench attention talking_heads (1K-16K), then paper (1K-8K; sdpa, eager, stacked)
@@ -170,6 +172,23 @@ case "${1:-}" in
       echo "rc=$?" >> $OUT/logs/bench-paper.log) &
     train 2 train-h200-880m-mta transformer,mta &
     profile 3 mta profile-880m-mta &
+    wait
+    tail -n 4 $OUT/logs/*.log
+    pack ;;
+  six)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+      .whl/*.whl 2>&1 | tail -2
+    CUDA_VISIBLE_DEVICES=0 timeout 130 $MTA bench train model=880m attention=transformer,mta batch_size=2 \
+      seq_len=2048 steps=15 warmup=4 compile=true tag=train-h200-880m-mta out=$OUT/bench \
+      > $OUT/logs/train-h200-880m-mta.log 2>&1; echo "rc=$?" >> $OUT/logs/train-h200-880m-mta.log
+    (export CUDA_VISIBLE_DEVICES=0; timeout 100 python3 -m pytest -q -p no:cacheprovider \
+      tests/unit/test_flex_backend.py -k "mixing or talking or autocast or registry or model_on_gpu" --timeout 90 \
+      > $OUT/logs/pytest-gpu.log 2>&1; echo "pytest rc=$?" >> $OUT/logs/pytest-gpu.log) &
+    (export CUDA_VISIBLE_DEVICES=1; timeout 40 python3 reports/bench/conv_parts.py > $OUT/logs/conv-parts.log 2>&1
+      echo "rc=$?" >> $OUT/logs/conv-parts.log
+      timeout 60 $MTA bench attention configs=paper seq_lens=1024,2048,4096,8192 backends=sdpa,eager,triton_conv \
+      tag=attention-h200-paper-tc out=$OUT/bench > $OUT/logs/bench-paper.log 2>&1
+      echo "rc=$?" >> $OUT/logs/bench-paper.log) &
     wait
     tail -n 4 $OUT/logs/*.log
     pack ;;

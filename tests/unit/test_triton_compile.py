@@ -40,11 +40,11 @@ def test_head_mixing_kernels_compile(has_pre, has_post, io, precision):
 
 
 def test_conv_kernel_gradient_compiles():
-    from mta_lab.attention.triton_conv import BLOCK, _kernel_grad
+    from mta_lab.attention.triton_conv import _kernel_grad
 
     compile_for_hopper(_kernel_grad, dict(G="*fp32", X="*fp32", P="*fp32", T="i32", row_off="i32", col_off="i32",
                                           n_tiles_j="i32"),
-                       dict(C_Q=6, C_K=11, BLOCK_I=BLOCK, BLOCK_J=BLOCK, TAPS=128))
+                       dict(C_Q=6, C_K=11, BLOCK_I=64, BLOCK_J=32, WIDTH=64, TAPS=128, PRECISION="tf32x3"))
 
 
 @pytest.mark.parametrize(("io", "precision"), [("fp32", "tf32x3"), ("bf16", "ieee")])
