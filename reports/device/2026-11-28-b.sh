@@ -186,7 +186,7 @@ case "${1:-}" in
       > $OUT/logs/pytest-gpu.log 2>&1; echo "pytest rc=$?" >> $OUT/logs/pytest-gpu.log) &
     (export CUDA_VISIBLE_DEVICES=1; timeout 40 python3 reports/bench/conv_parts.py > $OUT/logs/conv-parts.log 2>&1
       echo "rc=$?" >> $OUT/logs/conv-parts.log
-      timeout 60 $MTA bench attention configs=paper seq_lens=1024,2048,4096,8192 backends=sdpa,eager,triton_conv \
+      timeout 80 $MTA bench attention configs=paper seq_lens=1024,2048,4096,8192 backends=sdpa,eager,triton_conv \
       tag=attention-h200-paper-tc out=$OUT/bench > $OUT/logs/bench-paper.log 2>&1
       echo "rc=$?" >> $OUT/logs/bench-paper.log) &
     wait
