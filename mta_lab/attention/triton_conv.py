@@ -1,22 +1,26 @@
-"""The key-query convolution of materialised (B, H, T, T) maps with cuDNN's forward and input gradient and a Triton
-kernel gradient; backend "triton_conv" (the paper config's layers, on CUDA).
+"""The key-query convolution of materialised (B, H, T, T) maps on tensor cores: backend "triton_conv" (the paper
+config's layers with a post-softmax conv, on CUDA).
 
 The function is the reference's (`functional.causal_kq_conv`):
 
     y[i, j] = Σ_{a, b} θ[h, a, b] · x̄[i - (c_q - 1) + a, j - o + b]   for j <= i, 0 above the diagonal,
     x̄ = x with its strict upper triangle zeroed (zero padded outside [0, T)).
 
-Timed piece by piece on an H200 (reports/bench/conv-parts-h200.log; float32 maps, B 1, H 16, 6x11, T 4096),
-cuDNN's depthwise conv2d takes 9.4 ms forward, 13.0 ms for the input gradient and 76.1 ms for the kernel gradient;
-a tap-unrolled Triton correlation took 60 ms for either of the first two, and the Triton kernel gradient here
-7.5 ms. So the forward and the input gradient stay on cuDNN, and the kernel gradient is this module's kernel: each
-tile reduces G ⊙ shifted x̄ for every tap into a partial-sum buffer (summed by torch, deterministic); tiles
-entirely above the diagonal are skipped. Maps stay in their dtype (float32 in the op), accumulation is float32.
+Along the key axis a row convolution is a product with a banded Toeplitz matrix, B_a[m, n] = θ[h, a, m - n]
+(0 <= m - n < c_k). So an output tile (BLOCK_I query rows, BLOCK_J keys) is Σ_a X_a B_a, X_a the
+(BLOCK_I, WIDTH) window of x̄ rows shifted by a, WIDTH >= BLOCK_J + c_k - 1 columns: c_q tensor-core products,
+float32 maps in 3×TF32. The input gradient is the same correlation with the flipped kernel; the kernel gradient
+takes R_a = Gᵀ X_a per tile and sums its diagonals m - n = b (per-tile partial sums, added by torch:
+deterministic). Tiles entirely above the diagonal are skipped.
+
+On an H200 (reports/bench/conv-parts-h200*.log; float32 maps, B 1, H 16, 6x11, T 4096) against cuDNN's depthwise
+conv2d: forward 3.6 vs 9.4 ms, input gradient 3.6 vs 13.0 ms, kernel gradient 6.3 vs 76 ms (an earlier,
+tap-unrolled Triton version took 60 ms for the forward). Relative error to cuDNN ~5e-7 (forward, input gradient)
+and ~1e-5 (kernel gradient).
 
 The backend runs the reference's materialised steps with this convolution after the softmax and the "stacked"
-matrix product for steps 1-2 (`stacked.kq_pre_scores`), so no cuDNN convolution runs before the softmax.
-Exact: checked against the reference in Triton's interpreter (fp32, every gradient, tests/unit/test_triton_conv.py)
-and on an H200 (tests/unit/test_flex_backend.py).
+matrix product for steps 1-2 (`stacked.kq_pre_scores`). Exact: checked against the reference in Triton's
+interpreter (fp32, every gradient, tests/unit/test_triton_conv.py) and on an H200 (tests/unit/test_flex_backend.py).
 """
 
 from __future__ import annotations

@@ -18,6 +18,11 @@ layer's forward or backward, never across the model, so a model's peak memory st
 They do exist, so the op's own peak grows as T² (the linear-memory backend for head mixing is "chunked").
 No dropout and no key-query convolutions: such calls go to other backends. Correct against the eager op in
 Triton's interpreter (fp32, tests/unit/test_triton_mix.py) and on an H200 (tests/unit/test_flex_backend.py).
+
+On an H200 (reports/bench/attention-h200-talking_heads.md; bf16, B 1, H 16, d 96, T 4096) fwd+bwd takes 4.6 ms
+against eager's 21.7 (SDPA 0.57): 8.2× SDPA. The 880M Talking heads model trains at 0.549× the Transformer's
+tokens/s with its memory (eager: 0.50×, 2.04× memory). The backward's four passes over float32 maps (S and dP̂,
+each read twice) are most of its 3.2 ms.
 """
 
 from __future__ import annotations

@@ -53,3 +53,23 @@ def test_conv_correlation_compiles(io, precision):
 
     compile_for_hopper(_correlate, dict(X=f"*{io}", W="*fp32", Y=f"*{io}", T="i32", row_off="i32", col_off="i32"),
                        dict(C_Q=6, C_K=11, N_HEADS=16, BLOCK_I=64, BLOCK_J=32, WIDTH=64, PRECISION=precision))
+
+
+@pytest.mark.parametrize("backward", [False, True])
+@pytest.mark.parametrize(("io", "dtype_name"), [("bf16", "bfloat16"), ("fp32", "float32")])
+def test_band_attention_kernels_compile(backward, io, dtype_name):
+    import torch
+
+    from mta_lab.attention.triton_band import _band_bwd, _band_fwd, _blocks
+
+    consts = {k: v for k, v in _blocks(96, getattr(torch, dtype_name), backward=backward).items()
+              if k not in ("num_warps", "num_stages")}
+    sizes = dict(T="i32", DK="i32", DV="i32", W="i32", scale="fp32", stride_qb="i32", stride_qt="i32",
+                 stride_vb="i32", stride_vt="i32", stride_cb="i32", stride_ct="i32")
+    if backward:
+        compile_for_hopper(_band_bwd, dict(Q=f"*{io}", K=f"*{io}", V=f"*{io}", C="*fp32", dO=f"*{io}", Lse="*fp32",
+                                           Delta="*fp32", dQ="*fp32", dK="*fp32", dV="*fp32", dC="*fp32", **sizes),
+                           consts)
+    else:
+        compile_for_hopper(_band_fwd, dict(Q=f"*{io}", K=f"*{io}", V=f"*{io}", C="*fp32", Out=f"*{io}",
+                                           Lse="*fp32", **sizes, stride_ob="i32", stride_ot="i32"), consts)
