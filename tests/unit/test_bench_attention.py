@@ -199,3 +199,10 @@ def test_memory_goal_judges_streaming_backends_only():
     assert memory["status"] == "met" and "flex T^1.00" in memory["text"] and "stacked T^2.00" in memory["text"]
     rows += [row("chunked", t, (t / 1e3) ** 1.5) for t in (1024, 4096)]
     assert memory_goal(rows)["status"] == "not met"
+
+
+def test_materialising_backends_come_from_the_registry():
+    from mta_lab.bench.attention_bench import materialises
+
+    assert materialises("eager") and materialises("stacked")
+    assert not materialises("chunked") and not materialises("sdpa") and not materialises("no_such_backend")

@@ -54,3 +54,17 @@ def test_head_mixing_kernels_match_the_reference_in_the_interpreter():
 @pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
 def test_a_transposed_mixing_matrix_is_caught():
     assert run_interpreted(CHECK.replace("mutant = len(sys.argv) > 1", "mutant = True"))["out"] > 1e-2
+
+
+def test_grouped_post_mixing_is_a_block_diagonal_matrix():
+    pytest.importorskip("triton")
+    import torch
+
+    from mta_lab.attention.functional import mix_heads_post
+    from mta_lab.attention.triton_mix import full_post_matrix
+
+    probs = torch.randn(2, 6, 5, 5, dtype=torch.float64)
+    weight = torch.randn(3, 2, 2, dtype=torch.float64)  # 3 groups of 2 heads, [group, in, out]
+    matrix = full_post_matrix(weight)  # [out, in]
+    assert torch.allclose(torch.einsum("oh,bhij->boij", matrix, probs), mix_heads_post(probs, weight))
+    assert (matrix[:2, 2:] == 0).all() and (matrix[2:4, :2] == 0).all()
