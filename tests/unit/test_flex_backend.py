@@ -20,7 +20,7 @@ from mta_lab.attention.functional import multi_token_attention
 from mta_lab.attention.stacked import band_width, dense_core, kq_conv_attention
 
 CUDA = torch.cuda.is_available()
-needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (FlexAttention backward)")
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 
 # (c_q, c_k, pad_key): the toy kernels, the paper's 6x11, c_q = 1, even c_k, a 1x1 kernel.
 KERNELS = [(2, 9, "both"), (2, 15, "both"), (6, 11, "both"), (6, 11, "left"), (6, 11, "right"), (1, 3, "both"),
