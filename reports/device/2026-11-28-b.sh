@@ -27,6 +27,16 @@ MTA="python3 -m mta_lab.cli"
 OUT=${OUT:-/tmp/out}
 mkdir -p $OUT/bench $OUT/logs
 
+finish() {  # the last lines of every log, then one archive
+  tail -n 4 $OUT/logs/*.log
+  pack
+}
+
+install() {  # the carried wheels (optuna, mlflow, hydra, ...) beside the machine's own torch
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    .whl/*.whl 2>&1 | tail -2
+}
+
 pack() {  # everything under $OUT as one archive (the device tool brings back only a few files)
   tar -C $OUT -czf /tmp/pack.tgz . && rm -rf "${OUT:?}"/* && mv /tmp/pack.tgz $OUT/results.tgz && ls -la $OUT
 }
@@ -112,36 +122,29 @@ profile() {  # GPU, attention label, log name
 
 case "${1:-}" in
   one)
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-      .whl/*.whl 2>&1 | tail -2
+    install
     nvidia-smi --query-gpu=name,memory.used --format=csv
     gpu0 & gpu1 &
     train 2 train-h200-880m-talking-heads transformer,talking_heads,talking_heads@eager &
     train 3 train-h200-880m-mta transformer,mta,mta@eager &
     wait
-    tail -n 4 $OUT/logs/*.log
-    pack ;;
+    finish ;;
   two)
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-      .whl/*.whl 2>&1 | tail -2
+    install
     gpu0_two & gpu1_two &
     train 2 train-h200-880m-talking-heads transformer,talking_heads,talking_heads@eager &
     train 3 train-h200-880m-mta transformer,mta,mta@eager &
     wait
-    tail -n 4 $OUT/logs/*.log
-    pack ;;
+    finish ;;
   three)
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-      .whl/*.whl 2>&1 | tail -2
+    install
     gpu0_three & gpu1_three &
     train 2 train-h200-880m-mta transformer,mta,mta@eager &
     train 3 train-h200-880m-talking-heads transformer,talking_heads,diff &
     wait
-    tail -n 4 $OUT/logs/*.log
-    pack ;;
+    finish ;;
   four)
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-      .whl/*.whl 2>&1 | tail -2
+    install
     (export CUDA_VISIBLE_DEVICES=0; timeout 150 python3 -m pytest -q -p no:cacheprovider \
       tests/unit/test_flex_backend.py -k "mixing or talking or autocast or registry or model_on_gpu" --timeout 120 \
       > $OUT/logs/pytest-gpu.log 2>&1; echo "pytest rc=$?" >> $OUT/logs/pytest-gpu.log
@@ -151,11 +154,9 @@ case "${1:-}" in
     profile 3 mta@eager profile-880m-mta-eager &
     train 2 train-h200-880m-mta transformer,mta,mta@eager &
     wait
-    tail -n 4 $OUT/logs/*.log
-    pack ;;
+    finish ;;
   five)
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-      .whl/*.whl 2>&1 | tail -2
+    install
     (export CUDA_VISIBLE_DEVICES=0; timeout 150 python3 -m pytest -q -p no:cacheprovider \
       tests/unit/test_flex_backend.py -k "mixing or talking or autocast or registry or model_on_gpu" --timeout 120 \
       > $OUT/logs/pytest-gpu.log 2>&1; echo "pytest rc=$?" >> $OUT/logs/pytest-gpu.log
@@ -173,11 +174,9 @@ case "${1:-}" in
     train 2 train-h200-880m-mta transformer,mta &
     profile 3 mta profile-880m-mta &
     wait
-    tail -n 4 $OUT/logs/*.log
-    pack ;;
+    finish ;;
   six)
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-      .whl/*.whl 2>&1 | tail -2
+    install
     CUDA_VISIBLE_DEVICES=0 timeout 130 $MTA bench train model=880m attention=transformer,mta batch_size=2 \
       seq_len=2048 steps=15 warmup=4 compile=true tag=train-h200-880m-mta out=$OUT/bench \
       > $OUT/logs/train-h200-880m-mta.log 2>&1; echo "rc=$?" >> $OUT/logs/train-h200-880m-mta.log
@@ -190,6 +189,5 @@ case "${1:-}" in
       tag=attention-h200-paper-tc out=$OUT/bench > $OUT/logs/bench-paper.log 2>&1
       echo "rc=$?" >> $OUT/logs/bench-paper.log) &
     wait
-    tail -n 4 $OUT/logs/*.log
-    pack ;;
+    finish ;;
 esac

@@ -8,6 +8,7 @@ float32 and bfloat16, and skip cleanly without a GPU.
 
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 
@@ -212,35 +213,58 @@ def test_backend_on_gpu_matches_eager(shape, kernel, dtype, backend):
         assert rel_err(a, b) < budget * 2, name
 
 
+def model_and_eager_twin(spec, seq_len: int, *, random_mixing: bool = False):
+    """(config, model, eager): the tiny model with `spec` on the GPU and a copy with backend "eager" and the same
+    weights; with random_mixing, the head-mixing matrices get noise (not the identity init)."""
+    from dataclasses import replace
+
+    from mta_lab.model.config import load_model_preset
+    from mta_lab.model.transformer import build_model
+
+    config = load_model_preset("tiny", max_seq_len=seq_len)
+    torch.manual_seed(0)
+    model = build_model(config, spec).cuda()
+    if random_mixing:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "head_" in name:
+                    p.add_(0.3 * torch.randn_like(p))
+    eager = build_model(config, replace(spec, backend="eager")).cuda()
+    eager.load_state_dict(model.state_dict())
+    return config, model, eager
+
+
+def backward_loss(model, tokens, *, autocast: bool = False) -> torch.Tensor:
+    """The next-token loss of `model` on `tokens` (its gradients accumulated), under bf16 autocast if asked."""
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+        logits = model(tokens)
+    loss = torch.nn.functional.cross_entropy(logits.double().flatten(0, 1), tokens.flatten())
+    loss.backward()
+    return loss
+
+
+def assert_same_loss_and_grads(model, eager, tokens) -> None:
+    losses = [backward_loss(m, tokens) for m in (model, eager)]
+    assert rel_err(losses[0], losses[1]) < 1e-5
+    for (name, a), b in zip(model.named_parameters(), eager.parameters(), strict=True):
+        assert rel_err(a.grad, b.grad) < 1e-3, name
+
+
 @needs_cuda
 def test_model_on_gpu_uses_flex_and_matches_the_eager_backend():
     from dataclasses import replace
 
     from mta_lab.attention.presets import load_preset
-    from mta_lab.model.config import load_model_preset
-    from mta_lab.model.transformer import build_model
 
     spec = replace(load_preset("t5_kq_6x11"), kernel_init="uniform", backend="flex")  # random kernels
-    config = load_model_preset("tiny", max_seq_len=300)
-    torch.manual_seed(0)
-    fast = build_model(config, spec).cuda()
-    slow = build_model(config, replace(spec, backend="eager")).cuda()
-    slow.load_state_dict(fast.state_dict())
+    config, fast, slow = model_and_eager_twin(spec, 300)
     tokens = torch.randint(0, config.vocab_size, (2, 300), device="cuda")
     small = {"kq_pre": torch.zeros(1, 6, 11), "score_elements": 2 * 4 * 300**2}
     streaming = "triton" if "triton" in backend_names() else "flex"
     assert resolve_backend("auto", "cuda", small).name == streaming
     assert resolve_backend("auto", "cuda", {**small, "compiling": True}).name == "stacked"
     assert resolve_backend("auto", "cuda", {**small, "compiling": True, "score_elements": 2**40}).name == streaming
-    losses = []
-    for model in (fast, slow):
-        logits = model(tokens)
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens.flatten())
-        loss.backward()
-        losses.append(loss)
-    assert rel_err(losses[0], losses[1]) < 1e-5
-    for (name, a), b in zip(fast.named_parameters(), slow.parameters(), strict=True):
-        assert rel_err(a.grad, b.grad) < 1e-3, name
+    assert_same_loss_and_grads(fast, slow, tokens)
 
 
 # Backends of calls with head mixing, each with the op configs it implements: (backend, weights, shape, dtype).
@@ -290,34 +314,13 @@ def test_mixing_backend_on_gpu_matches_eager(backend, names, shape, dtype):
 @needs_cuda
 @pytest.mark.skipif("triton_mix" not in backend_names(), reason="Triton is not installed")
 def test_talking_heads_model_on_gpu_uses_triton_mix_and_matches_eager():
-    from dataclasses import replace
-
     from mta_lab.attention.presets import load_preset
-    from mta_lab.model.config import load_model_preset
-    from mta_lab.model.transformer import build_model
 
-    spec = load_preset("talking_heads")
-    config = load_model_preset("tiny", max_seq_len=300)
-    torch.manual_seed(0)
-    fast = build_model(config, spec).cuda()
-    with torch.no_grad():  # random mixing matrices, not the identity init
-        for name, p in fast.named_parameters():
-            if "head_" in name:
-                p.add_(0.3 * torch.randn_like(p))
-    slow = build_model(config, replace(spec, backend="eager")).cuda()
-    slow.load_state_dict(fast.state_dict())
+    config, fast, slow = model_and_eager_twin(load_preset("talking_heads"), 300, random_mixing=True)
     assert resolve_backend("auto", "cuda", {"head_pre": torch.eye(2), "head_post": torch.eye(2)[None]}).name == (
         "triton_mix")
     tokens = torch.randint(0, config.vocab_size, (2, 300), device="cuda")
-    losses = []
-    for model in (fast, slow):
-        logits = model(tokens)
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens.flatten())
-        loss.backward()
-        losses.append(loss)
-    assert rel_err(losses[0], losses[1]) < 1e-5
-    for (name, a), b in zip(fast.named_parameters(), slow.parameters(), strict=True):
-        assert rel_err(a.grad, b.grad) < 1e-3, name
+    assert_same_loss_and_grads(fast, slow, tokens)
 
 
 @needs_cuda
@@ -330,29 +333,12 @@ def test_paper_config_model_trains_under_autocast_on_gpu():
     from dataclasses import replace
 
     from mta_lab.attention.presets import load_preset
-    from mta_lab.model.config import load_model_preset
-    from mta_lab.model.transformer import build_model
 
     spec = replace(load_preset("mta"), kernel_init="uniform")
-    config = load_model_preset("tiny", max_seq_len=256)
-    torch.manual_seed(0)
-    fast = build_model(config, spec).cuda()
-    with torch.no_grad():  # random mixing matrices, not the identity init
-        for name, p in fast.named_parameters():
-            if "head_" in name:
-                p.add_(0.3 * torch.randn_like(p))
-    slow = build_model(config, replace(spec, backend="eager")).cuda()
-    slow.load_state_dict(fast.state_dict())
-    exact = build_model(config, replace(spec, backend="eager")).cuda().double()
-    exact.load_state_dict(fast.state_dict())
+    config, fast, slow = model_and_eager_twin(spec, 256, random_mixing=True)
+    exact = copy.deepcopy(slow).double()
     tokens = torch.randint(0, config.vocab_size, (2, 256), device="cuda")
-    losses = []
-    for model in (fast, slow, exact):
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=model is not exact):
-            logits = model(tokens)
-        loss = torch.nn.functional.cross_entropy(logits.double().flatten(0, 1), tokens.flatten())
-        loss.backward()
-        losses.append(loss)
+    losses = [backward_loss(m, tokens, autocast=m is not exact) for m in (fast, slow, exact)]
     assert rel_err(losses[0], losses[2]) < 1e-2
     for (name, a), b, e in zip(fast.named_parameters(), slow.parameters(), exact.parameters(), strict=True):
         assert rel_err(a.grad, e.grad) <= max(5e-2, 1.5 * rel_err(b.grad, e.grad)), name
