@@ -29,10 +29,12 @@ def compile_for_hopper(fn, signature: dict, constexprs: dict) -> None:
 @pytest.mark.parametrize("has_post", [True, False])
 @pytest.mark.parametrize(("io", "precision"), [("bf16", "tf32x3"), ("fp32", "ieee")])
 def test_head_mixing_kernels_compile(has_pre, has_post, io, precision):
+    import torch
+
     from mta_lab.attention.triton_mix import _blocks, _mix_bwd, _mix_fwd
 
-    consts = dict(HP=16, BLOCK_N=_blocks(__import__("torch").bfloat16)["BLOCK_N"], HAS_PRE=has_pre,
-                  HAS_POST=has_post, PRECISION=precision)
+    consts = dict(HP=16, BLOCK_N=_blocks(torch.bfloat16)["BLOCK_N"], HAS_PRE=has_pre, HAS_POST=has_post,
+                  PRECISION=precision)
     compile_for_hopper(_mix_fwd, dict(S="*fp32", W1="*fp32", W2="*fp32", P=f"*{io}", Lse="*fp32", **MIX_ARGS),
                        consts)
     compile_for_hopper(_mix_bwd, dict(S="*fp32", dPh="*fp32", Lse="*fp32", W1="*fp32", W2="*fp32", dS=f"*{io}",
