@@ -1,7 +1,7 @@
 """The attention library: one validated spec, the reference op, its backends and the layers."""
 
 from mta_lab.attention.functional import multi_token_attention
-from mta_lab.attention.modules import (
+from mta_lab.attention.layers import (
     AttentionBase,
     DiffAttention,
     MultiTokenAttention,

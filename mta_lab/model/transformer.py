@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mta_lab.attention.modules import AttentionBase, build_attention
+from mta_lab.attention.decoding import DecodeCache, LayerCache
+from mta_lab.attention.layers import AttentionBase, build_attention
 from mta_lab.attention.rope import rope_tables
 from mta_lab.attention.spec import AttentionSpec
-from mta_lab.model.cache import DecodeCache, LayerCache
 from mta_lab.model.config import ModelConfig
 
 

@@ -19,7 +19,7 @@ from mta_lab.attention.rope import apply_rope, rope_tables
 from mta_lab.attention.spec import AttentionSpec, depth_lambda_init, key_center
 
 if TYPE_CHECKING:
-    from mta_lab.model.cache import LayerCache
+    from mta_lab.attention.decoding import LayerCache
 
 NORM_EPS = 1e-5
 
