@@ -1,7 +1,8 @@
-"""The attention library: one validated spec, the reference op, its backends and the layers."""
+"""The attention library: one validated spec, the reference op, its backends, the layers and their decoding cache."""
 
+from mta_lab.attention.decoding import DecodeCache, LayerCache
 from mta_lab.attention.functional import multi_token_attention
-from mta_lab.attention.modules import (
+from mta_lab.attention.layers import (
     AttentionBase,
     DiffAttention,
     MultiTokenAttention,
@@ -16,7 +17,9 @@ __all__ = [
     "PRESETS",
     "AttentionBase",
     "AttentionSpec",
+    "DecodeCache",
     "DiffAttention",
+    "LayerCache",
     "MultiTokenAttention",
     "SoftmaxAttention",
     "SpecError",

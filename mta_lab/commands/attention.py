@@ -9,7 +9,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from mta_lab.attention.modules import build_attention, expected_extra_parameters
+from mta_lab.attention.layers import build_attention, expected_extra_parameters
 from mta_lab.attention.presets import PRESETS, load_preset
 
 # The paper's 880M model (spec §4): the dimensions `show` uses unless told otherwise.

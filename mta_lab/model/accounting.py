@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from mta_lab.attention.modules import expected_extra_parameters
+from mta_lab.attention.layers import expected_extra_parameters
 from mta_lab.attention.spec import AttentionSpec
 from mta_lab.model.config import ModelConfig
 

@@ -1,7 +1,7 @@
-"""Autoregressive sampling with the incremental decoding cache (`mta_lab/model/cache.py`).
+"""Autoregressive sampling with the incremental decoding cache (`mta_lab/attention/decoding.py`).
 
-The prompt goes through the normal full forward once (`Transformer.prefill`, which also fills the cache); every
-new token then costs one `Transformer.decode_step`: O(T) attention work per layer, not a recomputation of the
+The prompt goes through the normal full forward once, with an empty cache that it fills (`model(prompt, cache)`);
+every new token then costs one `model(token, cache)`: O(T) attention work per layer, not a recomputation of the
 whole T×T attention. `use_cache=False` recomputes the full forward for every token instead (a reference, O(T²)).
 """
 
@@ -80,11 +80,8 @@ def generate(model: Transformer, prompt: Tensor, max_new_tokens: int, *, tempera
     try:
         _sync(device)
         start = time.perf_counter()
-        cache = None
-        if use_cache:
-            logits, cache = model.prefill(prompt)
-        else:
-            logits = model(prompt)
+        cache = model.new_cache() if use_cache else None
+        logits = model(prompt, cache)
         _sync(device)
         prefill_s = time.perf_counter() - start
         tokens = prompt
@@ -101,7 +98,7 @@ def generate(model: Transformer, prompt: Tensor, max_new_tokens: int, *, tempera
             if eos_id is not None and bool(done.all()):
                 break
             if new < max_new_tokens:
-                logits = model.decode_step(nxt.unsqueeze(1), cache) if use_cache else model(tokens)
+                logits = model(nxt.unsqueeze(1), cache) if use_cache else model(tokens)
         _sync(device)
         decode_s = time.perf_counter() - start
     finally:

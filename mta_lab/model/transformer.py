@@ -2,7 +2,8 @@
 
 Pre-norm blocks (RMSNorm, attention, RMSNorm, SwiGLU MLP), RoPE, no biases, tied input/output embeddings.
 Each layer's attention is `build_attention(spec, layer_idx=...)`: kq convolutions only on the layers the
-spec selects, head mixing / group norm / gate on all of them.
+spec selects, head mixing / group norm / gate on all of them. One forward serves training and decoding: it
+takes a cache it does not own (`new_cache()`; `mta_lab/attention/decoding.py` says what each layer keeps).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mta_lab.attention.modules import AttentionBase, build_attention
+from mta_lab.attention.decoding import DecodeCache, LayerCache
+from mta_lab.attention.layers import AttentionBase, build_attention
 from mta_lab.attention.rope import rope_tables
 from mta_lab.attention.spec import AttentionSpec
-from mta_lab.model.cache import DecodeCache, LayerCache
 from mta_lab.model.config import ModelConfig
 
 
@@ -57,14 +58,8 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(config.dim, config.norm_eps)
         self.mlp = SwiGLU(config.dim, config.hidden)
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
-        x = x + self.attn(self.attn_norm(x), rope)
-        return x + self.mlp(self.mlp_norm(x))
-
-    def forward_cached(self, x: Tensor, rope: tuple[Tensor, Tensor], cache: LayerCache, *, prefill: bool) -> Tensor:
-        """`forward` that fills (prefill: x is the whole prompt) or extends (x: the new tokens) the layer's cache."""
-        attend = self.attn.prefill if prefill else self.attn.decode
-        x = x + attend(self.attn_norm(x), cache, rope)
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], cache: LayerCache | None = None) -> Tensor:
+        x = x + self.attn(self.attn_norm(x), rope, cache)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -99,48 +94,38 @@ class Transformer(nn.Module):
     def rope_dim(self) -> int:
         return self.layers[0].attn.rope_dim
 
-    def forward(self, tokens: Tensor) -> Tensor:
-        """tokens (B, T) -> logits (B, T, vocab)."""
-        t = tokens.shape[1]
-        if t > self.config.max_seq_len:
-            raise ValueError(f"sequence length {t} exceeds model.max_seq_len={self.config.max_seq_len}")
-        rope = rope_tables(t, self.rope_dim, self.config.rope_theta, tokens.device)
-        x = self.tok_embeddings(tokens)
-        for layer in self.layers:
-            x = layer(x, rope)
-        return F.linear(self.norm(x), self.tok_embeddings.weight)  # tied output embedding
-
-    # ------------------------------------------------------------------ incremental decoding (eval mode)
     def new_cache(self) -> DecodeCache:
-        """An empty decoding cache (see `mta_lab/model/cache.py`)."""
+        """An empty decoding cache for `forward(tokens, cache)`: one `LayerCache` per layer."""
         return DecodeCache.empty(len(self.layers))
 
-    def prefill(self, tokens: Tensor, cache: DecodeCache | None = None) -> tuple[Tensor, DecodeCache]:
-        """The full forward over a prompt (B, T) that also fills an empty cache: (logits (B, T, vocab), cache)."""
-        cache = cache if cache is not None else self.new_cache()
-        if cache.length:
-            raise ValueError(f"prefill needs an empty cache; this one already holds {cache.length} tokens")
-        t = tokens.shape[1]
-        if t > self.config.max_seq_len:
-            raise ValueError(f"sequence length {t} exceeds model.max_seq_len={self.config.max_seq_len}")
-        rope = rope_tables(t, self.rope_dim, self.config.rope_theta, tokens.device)
-        x = self.tok_embeddings(tokens)
-        for layer, layer_cache in zip(self.layers, cache.layers, strict=True):
-            x = layer.forward_cached(x, rope, layer_cache, prefill=True)
-        return F.linear(self.norm(x), self.tok_embeddings.weight), cache
+    def forward(self, tokens: Tensor, cache: DecodeCache | None = None) -> Tensor:
+        """tokens (B, n) -> logits (B, n, vocab).
 
-    def decode_step(self, tokens: Tensor, cache: DecodeCache) -> Tensor:
-        """Logits (B, n, vocab) of n new tokens (B, n) at positions T .. T + n - 1 (RoPE at those absolute
-        positions), T = cache.length; extends the cache. Per new token the attention work is O(T), not O(T²).
-        Equal to `forward` on the whole sequence at those positions (eval mode: no dropout)."""
-        pos, n = cache.length, tokens.shape[1]
+        cache None: the causal forward over positions 0 .. n - 1 (training). With a cache holding T tokens, the
+        tokens are positions T .. T + n - 1 (RoPE at those absolute positions) and the cache is extended: an empty
+        cache gets the full forward over the prompt, which also fills it; a filled one attends the new tokens to
+        the cached ones, O(T) attention work per new token, not O(T²). Cached logits equal the full forward's
+        over the whole sequence at those positions (eval mode: decoding applies no dropout).
+        """
+        pos = cache.length if cache is not None else 0
+        n = tokens.shape[1]
         if pos + n > self.config.max_seq_len:
             raise ValueError(f"sequence length {pos + n} exceeds model.max_seq_len={self.config.max_seq_len}")
+        layer_caches = [None] * len(self.layers) if cache is None else self._layer_caches(cache, tokens.shape[0])
         rope = rope_tables(n, self.rope_dim, self.config.rope_theta, tokens.device, offset=pos)
         x = self.tok_embeddings(tokens)
-        for layer, layer_cache in zip(self.layers, cache.layers, strict=True):
-            x = layer.forward_cached(x, rope, layer_cache, prefill=False)
-        return F.linear(self.norm(x), self.tok_embeddings.weight)
+        for layer, layer_cache in zip(self.layers, layer_caches, strict=True):
+            x = layer(x, rope, layer_cache)
+        return F.linear(self.norm(x), self.tok_embeddings.weight)  # tied output embedding
+
+    def _layer_caches(self, cache: DecodeCache, batch: int) -> list[LayerCache]:
+        if len(cache.layers) != len(self.layers):
+            raise ValueError(f"the cache has {len(cache.layers)} layers but the model {len(self.layers)}: "
+                             "make it with this model's new_cache()")
+        if cache.batch_size not in (None, batch):
+            raise ValueError(f"the cache holds {cache.batch_size} sequences but the tokens have {batch} rows: "
+                             "continue each batch of sequences with its own cache (new_cache())")
+        return cache.layers
 
 
 def build_model(config: ModelConfig, spec: AttentionSpec) -> Transformer:

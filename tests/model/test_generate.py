@@ -1,8 +1,9 @@
-"""Incremental decoding (mta_lab/model/cache.py): cached logits equal the full forward's at every position.
+"""Incremental decoding through the model (`Transformer.forward(tokens, cache)`, the state in
+mta_lab/attention/decoding.py) and `generate`: cached logits equal the full forward's at every position.
 
 Every attention preset, with random non-identity kernels / head mixing / norm / gate (so a decoding path that
 dropped or misplaced any of them would fail), pad_key both/left/right, kernels larger than the prompt, from an
-empty cache and after a prefill, one token or several at a time.
+empty cache and after a prompt, one token or several at a time.
 """
 
 from __future__ import annotations
@@ -66,28 +67,26 @@ def _tokens(batch: int = 2, length: int = T, seed: int = 1) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _cached_logits(model, tokens, prefill: int, chunk: int = 1) -> torch.Tensor:
-    """Logits of every position: prefill the first `prefill` tokens (0: start from an empty cache), then decode
-    `chunk` tokens per step."""
-    if prefill:
-        logits, cache = model.prefill(tokens[:, :prefill])
-        parts = [logits]
-    else:
-        cache, parts = model.new_cache(), []
-    for start in range(prefill, tokens.shape[1], chunk):
-        parts.append(model.decode_step(tokens[:, start:start + chunk], cache))
+def _cached_logits(model, tokens, prompt_len: int, chunk: int = 1) -> torch.Tensor:
+    """Logits of every position: a prompt of the first `prompt_len` tokens into an empty cache (0: none; the first
+    chunk then fills the cache), then `chunk` tokens per step."""
+    cache, parts = model.new_cache(), []
+    if prompt_len:
+        parts.append(model(tokens[:, :prompt_len], cache))
+    for start in range(prompt_len, tokens.shape[1], chunk):
+        parts.append(model(tokens[:, start:start + chunk], cache))
         assert cache.length == min(start + chunk, tokens.shape[1])
     return torch.cat(parts, dim=1)
 
 
 @pytest.mark.parametrize(("preset", "pad_key"), list(_cases()))
-@pytest.mark.parametrize("prefill", [0, 1, 5])
-def test_cached_decoding_equals_full_forward_float64(preset, pad_key, prefill):
+@pytest.mark.parametrize("prompt_len", [0, 1, 5])
+def test_cached_decoding_equals_full_forward_float64(preset, pad_key, prompt_len):
     model = _model(_spec(preset, pad_key))
     tokens = _tokens()
     with torch.no_grad():
         full = model(tokens)
-    cached = _cached_logits(model, tokens, prefill)
+    cached = _cached_logits(model, tokens, prompt_len)
     torch.testing.assert_close(cached, full, rtol=0, atol=1e-10)
 
 
@@ -98,13 +97,13 @@ def test_cached_decoding_equals_full_forward_float32(preset, pad_key):
     tokens = _tokens()
     with torch.no_grad():
         full = model(tokens)
-    for prefill in (0, 4):
-        torch.testing.assert_close(_cached_logits(model, tokens, prefill), full, rtol=0, atol=1e-5)
+    for prompt_len in (0, 4):
+        torch.testing.assert_close(_cached_logits(model, tokens, prompt_len), full, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("pad_key", ["both", "left", "right"])
-@pytest.mark.parametrize("prefill", [0, 1, 2, 3])
-def test_kernels_larger_than_the_prompt(pad_key, prefill):
+@pytest.mark.parametrize("prompt_len", [0, 1, 2, 3])
+def test_kernels_larger_than_the_prompt(pad_key, prompt_len):
     """c_q and c_k far larger than the prompt (and, for c_q, than the sequence): the windows read zero padding."""
     c_k = 21 if pad_key == "both" else 20
     spec = _spec("mta", pad_key, kq_pre=(9, c_k), kq_post=(7, c_k - 4 if pad_key == "both" else 17))
@@ -112,17 +111,17 @@ def test_kernels_larger_than_the_prompt(pad_key, prefill):
     tokens = _tokens(length=8)
     with torch.no_grad():
         full = model(tokens)
-    torch.testing.assert_close(_cached_logits(model, tokens, prefill), full, rtol=0, atol=1e-10)
+    torch.testing.assert_close(_cached_logits(model, tokens, prompt_len), full, rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("preset", ["mta", "t5_kq_8x13", "talking_heads", "diff", "transformer"])
-@pytest.mark.parametrize(("prefill", "chunk"), [(0, 3), (2, 4), (5, 13)])
-def test_several_new_tokens_per_step(preset, prefill, chunk):
+@pytest.mark.parametrize(("prompt_len", "chunk"), [(0, 3), (2, 4), (5, 13)])
+def test_several_new_tokens_per_step(preset, prompt_len, chunk):
     model = _model(_spec(preset, "both"))
     tokens = _tokens()
     with torch.no_grad():
         full = model(tokens)
-    torch.testing.assert_close(_cached_logits(model, tokens, prefill, chunk), full, rtol=0, atol=1e-10)
+    torch.testing.assert_close(_cached_logits(model, tokens, prompt_len, chunk), full, rtol=0, atol=1e-10)
 
 
 def test_the_paper_layer_selection_and_a_deeper_model():
@@ -132,8 +131,8 @@ def test_the_paper_layer_selection_and_a_deeper_model():
     tokens = _tokens()
     with torch.no_grad():
         full = model(tokens)
-    for prefill in (0, 7):
-        torch.testing.assert_close(_cached_logits(model, tokens, prefill), full, rtol=0, atol=1e-10)
+    for prompt_len in (0, 7):
+        torch.testing.assert_close(_cached_logits(model, tokens, prompt_len), full, rtol=0, atol=1e-10)
 
 
 @torch.no_grad()
@@ -145,10 +144,11 @@ def test_a_corrupted_cache_is_detected():
     tokens = _tokens()
     full = model(tokens)
     for field in ("queries", "probs"):
-        _, cache = model.prefill(tokens[:, :9])
+        cache = model.new_cache()
+        model(tokens[:, :9], cache)
         for layer in cache.layers:
             setattr(layer, field, torch.zeros_like(getattr(layer, field)))
-        wrong = torch.cat([model.decode_step(tokens[:, i:i + 1], cache) for i in range(9, T)], dim=1)
+        wrong = torch.cat([model(tokens[:, i:i + 1], cache) for i in range(9, T)], dim=1)
         assert (wrong - full[:, 9:]).abs().max() > 1e-3, field
     shifted = _model(_spec("mta", "left", kq_pre=(6, 11), kq_post=(6, 11)))
     assert (shifted(tokens) - full).abs().max() > 1e-3
@@ -163,7 +163,7 @@ def test_cache_grows_linearly_with_fixed_query_and_probability_windows(preset):
     cache = model.new_cache()
     sizes = []
     for i in range(tokens.shape[1]):
-        model.decode_step(tokens[:, i:i + 1], cache)
+        model(tokens[:, i:i + 1], cache)
         sizes.append(cache.numel())
     steps = [b - a for a, b in zip(sizes, sizes[1:], strict=False)]
     assert len(set(steps[5:])) == 1 and steps[-1] > 0  # a constant number of new elements per token
@@ -178,22 +178,32 @@ def test_cache_grows_linearly_with_fixed_query_and_probability_windows(preset):
             assert layer.queries.shape == (1, h, kq_pre.shape[1] - 1, attn.head_dim)
         if kq_post is not None:
             assert layer.probs.shape == (1, h, kq_post.shape[1] - 1, 40)
-    # A prefilled cache holds the same state as one built token by token.
-    _, prefilled = model.prefill(tokens)
-    for a, b in zip(prefilled.layers, cache.layers, strict=True):
+    # A cache filled from the whole prompt holds the same state as one built token by token.
+    filled = model.new_cache()
+    model(tokens, filled)
+    for a, b in zip(filled.layers, cache.layers, strict=True):
         assert a.tensors().keys() == b.tensors().keys()
         for name, tensor in a.tensors().items():
             torch.testing.assert_close(tensor, b.tensors()[name], rtol=0, atol=1e-10)
 
 
 @torch.no_grad()
-def test_decoding_past_max_seq_len_and_prefill_into_a_full_cache_are_refused():
+def test_decoding_past_max_seq_len_and_a_cache_that_does_not_fit_are_refused():
     model = _model(_spec("mta", "both"))
-    _, cache = model.prefill(_tokens(length=64))
-    with pytest.raises(ValueError, match="max_seq_len=64"):
-        model.decode_step(_tokens(length=1), cache)
-    with pytest.raises(ValueError, match="empty cache"):
-        model.prefill(_tokens(length=2), cache)
+    cache = model.new_cache()
+    model(_tokens(length=64), cache)
+    with pytest.raises(ValueError, match="sequence length 65 exceeds model.max_seq_len=64"):
+        model(_tokens(length=1), cache)
+    assert cache.length == 64  # the refused call left the cache as it was
+    with pytest.raises(ValueError, match="sequence length 66 exceeds model.max_seq_len=64"):
+        model(_tokens(length=2), cache)
+    half = model.new_cache()
+    model(_tokens(batch=2, length=5), half)
+    with pytest.raises(ValueError, match="the cache holds 2 sequences but the tokens have 3 rows"):
+        model(_tokens(batch=3, length=1), half)
+    deeper = _model(_spec("mta", "both"), n_layers=3)
+    with pytest.raises(ValueError, match="the cache has 2 layers but the model 3: make it with this model's"):
+        deeper(_tokens(length=1), model.new_cache())
 
 
 @pytest.mark.parametrize("preset", ["mta", "diff", "transformer"])

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-import mta_lab.attention.modules as modules_mod
+import mta_lab.attention.layers as layers_mod
 from mta_lab.attention import (
     AttentionSpec,
     DiffAttention,
@@ -249,13 +249,13 @@ def test_diff_dropout_path_equals_sdpa_path(monkeypatch):
     with torch.no_grad():
         sdpa_out = mod(x)
     calls = []
-    real = modules_mod.diff_attention
+    real = layers_mod.diff_attention
 
     def materialised_without_dropout(q1, k1, q2, k2, v, lam, dropout_p=0.0):
         calls.append(dropout_p)
         return real(q1, k1, q2, k2, v, lam, 0.0)
 
-    monkeypatch.setattr(modules_mod, "diff_attention", materialised_without_dropout)
+    monkeypatch.setattr(layers_mod, "diff_attention", materialised_without_dropout)
     mod.train()  # dropout_p > 0: the materialised path (with its dropout switched off here)
     with torch.no_grad():
         materialised_out = mod(x)
@@ -438,8 +438,8 @@ def test_kq_kernels_only_on_selected_layers():
 def test_layer_with_nothing_to_mix_uses_sdpa(monkeypatch):
     spec = AttentionSpec(kind="mta", kq_pre=(2, 3), kq_post=(2, 3), kq_layers="every:4:2")
     calls = {"sdpa": 0, "op": 0}
-    real_sdpa = modules_mod.F.scaled_dot_product_attention
-    real_resolve = modules_mod.resolve_backend
+    real_sdpa = layers_mod.F.scaled_dot_product_attention
+    real_resolve = layers_mod.resolve_backend
 
     def sdpa(*args, **kwargs):
         calls["sdpa"] += 1
@@ -449,8 +449,8 @@ def test_layer_with_nothing_to_mix_uses_sdpa(monkeypatch):
         calls["op"] += 1
         return real_resolve(*args, **kwargs)
 
-    monkeypatch.setattr(modules_mod.F, "scaled_dot_product_attention", sdpa)
-    monkeypatch.setattr(modules_mod, "resolve_backend", resolve)
+    monkeypatch.setattr(layers_mod.F, "scaled_dot_product_attention", sdpa)
+    monkeypatch.setattr(layers_mod, "resolve_backend", resolve)
     x = randn(2, T, DIM, g=gen(80))
     base = build(AttentionSpec(), layer_idx=0, n_layers=8)
     randomize_projections_(base, seed=81)

@@ -1,25 +1,23 @@
 """Attention layers built from an AttentionSpec: softmax (Transformer), MTA / Talking heads, DIFF.
 
 Every layer maps (B, T, D) -> (B, T, D): q/k/v projections (no bias), RoPE, the attention op, then (MTA)
-group norm and gate, then the output projection. `build_attention` picks the class from `spec.kind`.
+group norm and gate, then the output projection. `build_attention` picks the class from `spec.kind`. Given a
+decoding cache (`mta_lab/attention/decoding.py`), a layer fills it from a prompt or attends new tokens to it.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mta_lab.attention.backends import resolve_backend
+from mta_lab.attention.decoding import LayerCache, kq_conv_rows, last_rows, softmax_rows, visible
 from mta_lab.attention.functional import diff_attention, mix_heads_post, mix_heads_pre, work_dtype
 from mta_lab.attention.rope import apply_rope, rope_tables
 from mta_lab.attention.spec import AttentionSpec, depth_lambda_init, key_center
-
-if TYPE_CHECKING:
-    from mta_lab.model.cache import LayerCache
 
 NORM_EPS = 1e-5
 
@@ -74,46 +72,34 @@ class AttentionBase(nn.Module):
         projections = {id(p) for m in (self.wq, self.wk, self.wv, self.wo) for p in m.parameters()}
         return sum(p.numel() for p in self.parameters() if id(p) not in projections)
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        """x: (B, T, D); rope: optional precomputed (cos, sin) tables of shape (T, rope_dim)."""
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None, cache: LayerCache | None = None) -> Tensor:
+        """x: (B, T, D) -> (B, T, D); rope: optional precomputed (cos, sin) tables (T, rope_dim) of x's positions.
+
+        cache None: the causal op over positions 0 .. T - 1. An empty cache: the same full op over a prompt, which
+        also fills the cache. A cache of T0 tokens: x holds new tokens at positions T0 .. T0 + T - 1, attending to
+        the cached ones and extending the cache; O(T · (T0 + T)) per head, never a full score map; no dropout
+        (decoding is for eval mode).
+        """
         b, t, _ = x.shape
         h = self.op_heads
         q, k, v = (proj(x).view(b, t, h, -1).transpose(1, 2) for proj in (self.wq, self.wk, self.wv))
-        cos, sin = rope if rope is not None else rope_tables(t, self.rope_dim, self.rope_theta, x.device)
-        out = self.attend(q, k, v, cos, sin)  # (B, h, T, D / h)
+        if rope is None:
+            offset = cache.length if cache is not None else 0
+            rope = rope_tables(t, self.rope_dim, self.rope_theta, x.device, offset=offset)
+        cos, sin = rope
+        if cache is None:
+            out = self.attend(q, k, v, cos, sin)  # (B, h, T, D / h)
+        elif cache.length == 0:
+            out = self.attend(q, k, v, cos, sin)
+            self.fill_cache(q, k, v, cos, sin, cache)
+        else:
+            out = self.attend_cached(q, k, v, cos, sin, cache)
         return self.wo(out.transpose(1, 2).reshape(b, t, self.dim))
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         raise NotImplementedError
 
-    # ------------------------------------------------------------------ incremental decoding (eval only)
-    def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        b, t, _ = x.shape
-        h = self.op_heads
-        return tuple(proj(x).view(b, t, h, -1).transpose(1, 2) for proj in (self.wq, self.wk, self.wv))
-
-    def prefill(self, x: Tensor, cache: LayerCache, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        """`forward(x, rope)` on a whole prompt (the normal full op), also filling the empty `cache` from it."""
-        if cache.length:
-            raise ValueError(f"prefill needs an empty cache; this one already holds {cache.length} tokens")
-        b, t, _ = x.shape
-        q, k, v = self._project(x)
-        cos, sin = rope if rope is not None else rope_tables(t, self.rope_dim, self.rope_theta, x.device)
-        out = self.attend(q, k, v, cos, sin)
-        self.fill_cache(q, k, v, cos, sin, cache)
-        return self.wo(out.transpose(1, 2).reshape(b, t, self.dim))
-
-    def decode(self, x: Tensor, cache: LayerCache, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        """The outputs of n new tokens x (B, n, D) at positions T .. T + n - 1, T = cache.length, given the cache
-        of the first T tokens (which this extends). rope: tables for those positions (offset T). Costs
-        O(n · T) per head, never a T×T map. No dropout: decoding is for eval mode."""
-        b, n, _ = x.shape
-        q, k, v = self._project(x)
-        if rope is None:
-            rope = rope_tables(n, self.rope_dim, self.rope_theta, x.device, offset=cache.length)
-        out = self.attend_cached(q, k, v, *rope, cache)
-        return self.wo(out.transpose(1, 2).reshape(b, n, self.dim))
-
+    # ------------------------------------------------------------------ with a decoding cache (eval)
     def fill_cache(self, q: Tensor, k: Tensor, v: Tensor, cos: Tensor, sin: Tensor, cache: LayerCache) -> None:
         """Store what decoding needs after a full forward over positions 0 .. T - 1 (q, k, v before RoPE)."""
         cache.keys, cache.values = apply_rope(k, cos, sin), v
@@ -122,17 +108,8 @@ class AttentionBase(nn.Module):
                       cache: LayerCache) -> Tensor:
         """Like `attend`, for new query rows only: q, k, v (B, h, n, ·) of positions cache.length + 0 .. n - 1."""
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        keys, values = _append_kv(cache, k, v)
-        return self.attend_cached_rows(q, keys, values, keys.shape[2] - q.shape[2])
-
-    @staticmethod
-    def attend_cached_rows(q: Tensor, keys: Tensor, values: Tensor, pos: int) -> Tensor:
-        """Causal softmax attention of query rows pos .. pos + n - 1 (after RoPE) over all cached keys."""
-        work = work_dtype(q.dtype)
-        scores = q.to(work) @ keys.to(work).transpose(-2, -1) / math.sqrt(q.shape[-1])
-        visible = _visible(pos, q.shape[2], keys.shape[2], q.device)
-        probs = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
-        return (probs @ values.to(work)).to(q.dtype)
+        keys, values = cache.append(k, v)
+        return softmax_rows(q, keys, values, keys.shape[2] - q.shape[2])
 
     @property
     def dropout_p(self) -> float:
@@ -216,7 +193,7 @@ class MultiTokenAttention(AttentionBase):
             out = out * torch.sigmoid(self.gate(out))
         return out
 
-    # ------------------------------------------------------------------ incremental decoding
+    # ------------------------------------------------------------------ with a decoding cache (eval)
     @property
     def _c_pre(self) -> int:
         """Query rows the pre-softmax kq conv reads (1: none)."""
@@ -237,11 +214,11 @@ class MultiTokenAttention(AttentionBase):
         n, t = q_win.shape[2] - (c_q - 1), keys.shape[2]
         scores = q_win @ keys.transpose(-2, -1) / math.sqrt(q_win.shape[-1])  # step 1
         if self.kq_pre is not None:  # step 2: Mask_0 on every row read, then the conv of the new rows only
-            scores = scores.masked_fill(~_visible(pos - (c_q - 1), q_win.shape[2], t, q_win.device), 0.0)
-            scores = _kq_conv_rows(scores, self.kq_pre, self.spec.pad_key)
+            scores = scores.masked_fill(~visible(pos - (c_q - 1), q_win.shape[2], t, q_win.device), 0.0)
+            scores = kq_conv_rows(scores, self.kq_pre, self.spec.pad_key)
         if self.head_pre is not None:  # step 3
             scores = mix_heads_pre(scores, self.head_pre)
-        return torch.softmax(scores.masked_fill(~_visible(pos, n, t, q_win.device), float("-inf")), dim=-1)
+        return torch.softmax(scores.masked_fill(~visible(pos, n, t, q_win.device), float("-inf")), dim=-1)
 
     def fill_cache(self, q, k, v, cos, sin, cache):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -249,70 +226,38 @@ class MultiTokenAttention(AttentionBase):
         t = q.shape[2]
         c_pre, c_post = self._c_pre, self._c_post
         if c_pre > 1:
-            cache.queries = _last_rows(q, c_pre - 1)
+            cache.queries = last_rows(q, c_pre - 1)
         if c_post > 1:  # step-4 rows of the last c_post - 1 positions (at most c_pre + c_post - 2 query rows)
             m = min(c_post - 1, t)
             work = work_dtype(q.dtype)
-            q_win = _last_rows(q, m + c_pre - 1).to(work)
+            q_win = last_rows(q, m + c_pre - 1).to(work)
             probs = self._step4_rows(q_win, t - m, k.to(work))
             cache.probs = F.pad(probs, (0, 0, c_post - 1 - m, 0))
 
     def attend_cached(self, q, k, v, cos, sin, cache):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        keys, values = _append_kv(cache, k, v)
-        b, h, n, d = q.shape
-        t = keys.shape[2]
+        keys, values = cache.append(k, v)
+        n, t = q.shape[2], keys.shape[2]
         pos = t - n
         if not self.mixes_scores:  # plain causal attention (the full path's SDPA)
-            return self._norm_and_gate(AttentionBase.attend_cached_rows(q, keys, values, pos))
+            return self._norm_and_gate(softmax_rows(q, keys, values, pos))
         work = work_dtype(q.dtype)
         c_pre, c_post = self._c_pre, self._c_post
         q_win = q
-        if c_pre > 1:
-            if cache.queries is None:
-                cache.queries = q.new_zeros(b, h, c_pre - 1, d)
+        if c_pre > 1:  # the c_pre - 1 query rows above the new ones
             q_win = torch.cat((cache.queries, q), dim=2)
             cache.queries = q_win[:, :, -(c_pre - 1):].clone()
         probs = self._step4_rows(q_win.to(work), pos, keys.to(work))  # (B, h, n, T)
         if self.kq_post is not None:  # step 5: rows pos - (c_post - 1) .. pos + n - 1 of A, conv, re-zero
-            past = cache.probs if cache.probs is not None else probs.new_zeros(b, h, c_post - 1, 0)
-            win = torch.cat((F.pad(past, (0, t - past.shape[-1])), probs), dim=2)
-            cache.probs = win[:, :, -(c_post - 1):].clone()
-            probs = _kq_conv_rows(win, self.kq_post, self.spec.pad_key)
-            probs = probs.masked_fill(~_visible(pos, n, t, q.device), 0.0)
+            win = probs
+            if c_post > 1:
+                win = torch.cat((F.pad(cache.probs, (0, t - cache.probs.shape[-1])), probs), dim=2)
+                cache.probs = win[:, :, -(c_post - 1):].clone()
+            probs = kq_conv_rows(win, self.kq_post, self.spec.pad_key)
+            probs = probs.masked_fill(~visible(pos, n, t, q.device), 0.0)
         if self.head_post is not None:  # step 6
             probs = mix_heads_post(probs, self.head_post)
         return self._norm_and_gate((probs @ values.to(work)).to(q.dtype))  # steps 8-10
-
-
-def _visible(row0: int, n_rows: int, n_keys: int, device: torch.device) -> Tensor:
-    """(n_rows, n_keys) mask, True where key j may be seen from absolute query row row0 + i (j <= row0 + i)."""
-    rows = torch.arange(row0, row0 + n_rows, device=device).unsqueeze(1)
-    return torch.arange(n_keys, device=device).unsqueeze(0) <= rows
-
-
-def _kq_conv_rows(x: Tensor, kernel: Tensor, pad_key: str) -> Tensor:
-    """`functional.kq_conv` restricted to its last rows: x (B, h, c_q - 1 + n, T) holds the c_q - 1 rows above the
-    n wanted ones (zero where they would be padding); zero-padded on the key axis only. Returns (B, h, n, T)."""
-    c_k = kernel.shape[2]
-    left = key_center(c_k, pad_key)
-    padded = F.pad(x, (left, c_k - 1 - left))
-    return F.conv2d(padded, kernel.to(x.dtype).unsqueeze(1), groups=kernel.shape[0])
-
-
-def _last_rows(x: Tensor, m: int) -> Tensor:
-    """The last m rows (axis 2) of x, zero rows on top when x has fewer."""
-    t = x.shape[2]
-    return F.pad(x, (0, 0, m - t, 0)) if t < m else x[:, :, t - m:].clone()
-
-
-def _append_kv(cache: LayerCache, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    """Append new keys (after RoPE) and values to the cache; the whole cached keys and values."""
-    if cache.keys is None:
-        cache.keys, cache.values = k, v
-    else:
-        cache.keys, cache.values = torch.cat((cache.keys, k), dim=2), torch.cat((cache.values, v), dim=2)
-    return cache.keys, cache.values
 
 
 @torch.no_grad()
@@ -394,12 +339,12 @@ class DiffAttention(AttentionBase):
 
     def attend_cached(self, q, k, v, cos, sin, cache):
         d = self.head_dim
-        keys, values = _append_kv(cache, self._rope_halves(k, cos, sin), v)
+        keys, values = cache.append(self._rope_halves(k, cos, sin), v)
         q1, q2 = self._rope_halves(q, cos, sin).split(d, dim=-1)
         k1, k2 = keys.split(d, dim=-1)
         pos = keys.shape[2] - q.shape[2]
-        out1 = self.attend_cached_rows(q1, k1, values, pos)
-        out2 = self.attend_cached_rows(q2, k2, values, pos)
+        out1 = softmax_rows(q1, k1, values, pos)
+        out2 = softmax_rows(q2, k2, values, pos)
         out = out1 - self.lambda_full().to(out2.dtype) * out2
         return rms_norm(out, self.norm_weight) * (1.0 - self.lambda_init)
 

@@ -1,0 +1,115 @@
+"""Incremental decoding state: what each attention layer keeps so a new token costs O(T), not O(T²).
+
+Per layer (`LayerCache`), for a batch of B sequences of the same length T:
+- ``keys`` (B, h, T, d_k): keys after RoPE (DIFF: both rotated halves side by side);
+- ``values`` (B, h, T, d_v);
+- ``queries`` (B, h, c_q - 1, d): the last c_q - 1 query rows after RoPE, for the pre-softmax key-query
+  convolution (its window reads c_q - 1 earlier query rows; rows before position 0 are zero, which is the same
+  as the convolution's zero padding). None when the layer has no pre-softmax kq conv of c_q > 1;
+- ``probs`` (B, h, c_q' - 1, T): the last c_q' - 1 rows of normalised attention probabilities (spec §2 step 4,
+  before the post-softmax kq conv), zero at keys after their own row and for rows before position 0. None when
+  the layer has no post-softmax kq conv of c_q' > 1.
+
+Keys and values grow by one row per token; the query and probability windows keep a fixed number of rows (the
+probability rows gain one column per token), so the cache grows linearly in T. An attention layer's
+`forward(x, rope, cache)` fills an empty `LayerCache` during the full forward over a prompt and reads and extends
+a filled one for new tokens; a model hands each layer its entry of a `DecodeCache`. The row helpers below are the
+cached path's pieces of the op: the causal mask, the key-query convolution and the softmax, restricted to the
+new query rows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mta_lab.attention.functional import work_dtype
+from mta_lab.attention.spec import key_center
+
+
+@dataclass
+class LayerCache:
+    """One attention layer's cached state (None until the layer first sees a token)."""
+
+    keys: Tensor | None = None
+    values: Tensor | None = None
+    queries: Tensor | None = None
+    probs: Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        """Tokens seen so far (T)."""
+        return 0 if self.keys is None else self.keys.shape[2]
+
+    def append(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+        """Append new keys (after RoPE) and values (B, h, n, ·) to a filled cache; the whole cached keys and values."""
+        self.keys, self.values = torch.cat((self.keys, keys), dim=2), torch.cat((self.values, values), dim=2)
+        return self.keys, self.values
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {name: t for name in ("keys", "values", "queries", "probs") if (t := getattr(self, name)) is not None}
+
+    def numel(self) -> int:
+        return sum(t.numel() for t in self.tensors().values())
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors().values())
+
+
+@dataclass
+class DecodeCache:
+    """A whole model's cache: one `LayerCache` per layer, all at the same length."""
+
+    layers: list[LayerCache] = field(default_factory=list)
+
+    @classmethod
+    def empty(cls, n_layers: int) -> DecodeCache:
+        return cls([LayerCache() for _ in range(n_layers)])
+
+    @property
+    def length(self) -> int:
+        return self.layers[0].length if self.layers else 0
+
+    @property
+    def batch_size(self) -> int | None:
+        """Sequences held (None while empty)."""
+        return self.layers[0].keys.shape[0] if self.length else None
+
+    def numel(self) -> int:
+        return sum(layer.numel() for layer in self.layers)
+
+    def nbytes(self) -> int:
+        return sum(layer.nbytes() for layer in self.layers)
+
+
+def visible(row0: int, n_rows: int, n_keys: int, device: torch.device) -> Tensor:
+    """(n_rows, n_keys) mask, True where key j may be seen from absolute query row row0 + i (j <= row0 + i)."""
+    rows = torch.arange(row0, row0 + n_rows, device=device).unsqueeze(1)
+    return torch.arange(n_keys, device=device).unsqueeze(0) <= rows
+
+
+def kq_conv_rows(x: Tensor, kernel: Tensor, pad_key: str) -> Tensor:
+    """`functional.kq_conv` restricted to its last rows: x (B, h, c_q - 1 + n, T) holds the c_q - 1 rows above the
+    n wanted ones (zero where they would be padding); zero-padded on the key axis only. Returns (B, h, n, T)."""
+    c_k = kernel.shape[2]
+    left = key_center(c_k, pad_key)
+    padded = F.pad(x, (left, c_k - 1 - left))
+    return F.conv2d(padded, kernel.to(x.dtype).unsqueeze(1), groups=kernel.shape[0])
+
+
+def last_rows(x: Tensor, m: int) -> Tensor:
+    """The last m rows (axis 2) of x, zero rows on top when x has fewer."""
+    t = x.shape[2]
+    return F.pad(x, (0, 0, m - t, 0)) if t < m else x[:, :, t - m:].clone()
+
+
+def softmax_rows(q: Tensor, keys: Tensor, values: Tensor, pos: int) -> Tensor:
+    """Causal softmax attention of query rows pos .. pos + n - 1 (after RoPE) over all cached keys."""
+    work = work_dtype(q.dtype)
+    scores = q.to(work) @ keys.to(work).transpose(-2, -1) / math.sqrt(q.shape[-1])
+    probs = torch.softmax(scores.masked_fill(~visible(pos, q.shape[2], keys.shape[2], q.device), float("-inf")), -1)
+    return (probs @ values.to(work)).to(q.dtype)
