@@ -7,6 +7,8 @@ from typing import Any
 
 import yaml
 
+from mta_lab.errors import UsageError
+
 
 def parse_key_values(items: Iterable[str], defaults: Mapping[str, Any], *, usage: str,
                      raw_keys: Iterable[str] = ()) -> dict[str, Any]:
@@ -15,6 +17,6 @@ def parse_key_values(items: Iterable[str], defaults: Mapping[str, Any], *, usage
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or key not in defaults:
-            raise ValueError(f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(defaults)}; usage: {usage}")
+            raise UsageError(f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(defaults)}; usage: {usage}")
         options[key] = value if key in raw else yaml.safe_load(value)
     return options
