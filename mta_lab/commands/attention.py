@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-import yaml
 from rich.console import Console
 from rich.table import Table
 
+from mta_lab.commands.options import yaml_value
 from mta_lab.errors import UsageError
 
 # The paper's 880M model (spec §4): the dimensions `show` uses unless told otherwise.
@@ -50,7 +50,7 @@ def parse_overrides(items: list[str]) -> dict:
         field, sep, raw = item.partition("=")
         if not sep or not field:
             raise UsageError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set kq_pre=[4,9]")
-        overrides[field.strip()] = yaml.safe_load(raw)
+        overrides[field.strip()] = yaml_value(raw, f"--set {item}")
     return overrides
 
 

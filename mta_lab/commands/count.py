@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-import yaml
 from rich.console import Console
 from rich.table import Table
 
+from mta_lab.commands.options import yaml_value
 from mta_lab.errors import UsageError
 
 USAGE = "model=<preset> attention=<preset> [seq_len=N] [model.FIELD=VALUE ...] [attention.FIELD=VALUE ...]"
@@ -32,7 +32,7 @@ def parse_overrides(items: list[str]) -> tuple[str, str, int | None, dict, dict]
         key, sep, raw = item.partition("=")
         if not sep:
             raise UsageError(f"{item!r}: expected KEY=VALUE; usage: mta-lab count {USAGE}")
-        value = yaml.safe_load(raw)
+        value = yaml_value(raw, item)
         if key == "model":
             model = str(raw)
         elif key == "attention":

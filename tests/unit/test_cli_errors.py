@@ -63,6 +63,9 @@ def test_a_user_error_raised_anywhere_is_one_message():
     [
         (["count", "seq_len=abc"], "seq_len='abc': must be a positive integer"),
         (["count", "seq_len=0"], "seq_len='0': must be a positive integer"),
+        (["count", "model.dim=[1"], "'model.dim=[1': the value is not valid YAML (expected ',' or ']'"),
+        (["attention", "show", "mta", "--set", "kq_pre=[6,10"], "'--set kq_pre=[6,10': the value is not valid YAML"),
+        (["eval", "toy", "ckpt=x", "samples=[1"], "'samples=[1': the value is not valid YAML"),
         (["attention", "show", "mta", "--dim", "1000"], "--dim 1000 --heads 16: the number of heads must be positive "
                                                         "and divide the model dim"),
         (["attention", "show", "mta", "--heads", "0"], "the number of heads must be positive"),
