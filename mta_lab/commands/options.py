@@ -1,4 +1,4 @@
-"""KEY=VALUE arguments of the small subcommands (bench, eval): known keys only, values read as YAML."""
+"""KEY=VALUE arguments of the small subcommands (bench, eval, generate, count): known keys only, values read as YAML."""
 
 from __future__ import annotations
 
