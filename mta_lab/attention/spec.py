@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from mta_lab.errors import UserError
 from mta_lab.fields import known_fields
 
 KINDS = ("softmax", "mta", "talking_heads", "diff")
@@ -27,7 +28,7 @@ _EVERY = re.compile(r"^every:(\d+)(?::(\d+))?$")
 _PATTERN = re.compile(r"^[x.]+$")
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """A bad attention spec: the message names the field, the bad value and what is allowed."""
 
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-import yaml
 from rich.console import Console
 from rich.table import Table
 
-from mta_lab.attention.layers import build_attention, expected_extra_parameters
-from mta_lab.attention.presets import PRESETS, load_preset
+from mta_lab.commands.options import yaml_value
+from mta_lab.errors import UsageError
 
 # The paper's 880M model (spec §4): the dimensions `show` uses unless told otherwise.
 DEFAULT_DIM, DEFAULT_HEADS, DEFAULT_LAYERS = 1536, 16, 24
@@ -34,6 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def list_presets(args: argparse.Namespace) -> int:
+    from mta_lab.attention.presets import PRESETS
+
     table = Table(title="attention presets", show_lines=False)
     table.add_column("name", style="bold cyan")
     table.add_column("kind")
@@ -49,13 +49,21 @@ def parse_overrides(items: list[str]) -> dict:
     for item in items:
         field, sep, raw = item.partition("=")
         if not sep or not field:
-            raise ValueError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set kq_pre=[4,9]")
-        overrides[field.strip()] = yaml.safe_load(raw)
+            raise UsageError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set kq_pre=[4,9]")
+        overrides[field.strip()] = yaml_value(raw, f"--set {item}")
     return overrides
 
 
 def show_preset(args: argparse.Namespace) -> int:
+    import torch
+
+    from mta_lab.attention.layers import build_attention, expected_extra_parameters
+    from mta_lab.attention.presets import load_preset
+
     spec = load_preset(args.preset, **parse_overrides(args.overrides))
+    if args.heads < 1 or args.dim % args.heads:
+        raise UsageError(f"--dim {args.dim} --heads {args.heads}: the number of heads must be positive and divide "
+                         "the model dim")
     spec.check_model(n_heads=args.heads, n_layers=args.layers)
     console = Console()
 

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-import yaml
 from rich.console import Console
 from rich.table import Table
 
-from mta_lab.attention.presets import load_preset
-from mta_lab.model.accounting import count_parameters, flops_per_token
-from mta_lab.model.config import load_model_preset
-from mta_lab.model.transformer import build_model
+from mta_lab.commands.options import yaml_value
+from mta_lab.errors import UsageError
 
 USAGE = "model=<preset> attention=<preset> [seq_len=N] [model.FIELD=VALUE ...] [attention.FIELD=VALUE ...]"
 
@@ -35,24 +31,33 @@ def parse_overrides(items: list[str]) -> tuple[str, str, int | None, dict, dict]
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep:
-            raise ValueError(f"{item!r}: expected KEY=VALUE; usage: mta-lab count {USAGE}")
-        value = yaml.safe_load(raw)
+            raise UsageError(f"{item!r}: expected KEY=VALUE; usage: mta-lab count {USAGE}")
+        value = yaml_value(raw, item)
         if key == "model":
             model = str(raw)
         elif key == "attention":
             attention = str(raw)
         elif key == "seq_len":
-            seq_len = int(value)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"seq_len={raw!r}: must be a positive integer")
+            seq_len = value
         elif key.startswith("model."):
             model_fields[key.removeprefix("model.")] = value
         elif key.startswith("attention."):
             attention_fields[key.removeprefix("attention.")] = value
         else:
-            raise ValueError(f"{key!r} is not a count option; usage: mta-lab count {USAGE}")
+            raise UsageError(f"{key!r} is not a count option; usage: mta-lab count {USAGE}")
     return model, attention, seq_len, model_fields, attention_fields
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from mta_lab.attention.presets import load_preset
+    from mta_lab.model.accounting import count_parameters, flops_per_token
+    from mta_lab.model.config import load_model_preset
+    from mta_lab.model.transformer import build_model
+
     model_name, attention_name, seq_len, model_fields, attention_fields = parse_overrides(args.overrides)
     config = load_model_preset(model_name, **model_fields)
     spec = load_preset(attention_name, **attention_fields)

@@ -13,6 +13,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from mta_lab.errors import UsageError
+
 DEMO_SWEEP = Path(__file__).resolve().parents[2] / "sweeps" / "tiny" / "demo.yaml"
 
 SCOPE_NOTE = (
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     spec = SweepSpec.load(args.sweep)
     if spec.kind != "ablation":
-        raise ValueError(f"--sweep {args.sweep}: the demo runs an ablation, this file is a {spec.kind} sweep")
+        raise UsageError(f"--sweep {args.sweep}: the demo runs an ablation, this file is a {spec.kind} sweep")
     sweep = create(spec, args.dir)
     total = len(spec.fixed_trials())
     console.print(f"[bold]mta-lab demo[/]: {spec.description}; {total} trials "

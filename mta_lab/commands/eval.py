@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from mta_lab.commands.options import parse_key_values
+from mta_lab.errors import UsageError
 
 USAGE = ("ckpt=<run dir | final/model.pt | checkpoints/*.ckpt> [samples=1000] [data_seed=1] [batch_size=250] "
          "[device=auto]")
@@ -32,10 +33,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def parse_options(items: list[str]) -> dict:
     options = parse_key_values(items, DEFAULTS, usage=USAGE, raw_keys=("ckpt", "device"))
     if not options["ckpt"]:
-        raise ValueError(f"ckpt= is required; usage: mta-lab eval toy {USAGE}")
+        raise UsageError(f"ckpt= is required; usage: mta-lab eval toy {USAGE}")
     for key in ("samples", "batch_size"):
         if not isinstance(options[key], int) or options[key] < 1:
-            raise ValueError(f"{key}={options[key]!r}: must be a positive integer")
+            raise UsageError(f"{key}={options[key]!r}: must be a positive integer")
     return options
 
 
@@ -53,7 +54,7 @@ def run_toy(args: argparse.Namespace) -> int:
     model, payload = load_model(options["ckpt"])
     data = payload.get("data")
     if not data or data.get("kind") != "toy":
-        raise ValueError(f"ckpt={options['ckpt']}: this model was not trained on the toy task (data kind: "
+        raise UsageError(f"ckpt={options['ckpt']}: this model was not trained on the toy task (data kind: "
                          f"{(data or {}).get('kind', 'unknown')})")
     config = DataConfig.from_dict({**data, "toy_test_samples": options["samples"], "data_seed": options["data_seed"]})
     bundle = build_data(config, seq_len=0)

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from mta_lab.commands.options import parse_key_values
+from mta_lab.errors import UsageError
 
 USAGE = ('ckpt=<run dir | final/model.pt | checkpoints/*.ckpt>, optional: prompt="text" or prompt_ids=1,2,3, '
          "max_new_tokens=64 temperature=1.0 top_k=0 seed=0 device=auto|cpu|cuda stop_at_eos=true cache=true")
@@ -39,10 +40,10 @@ def _parse_ids(text: str) -> list[int]:
     try:
         ids = [int(part) for part in text.replace(" ", "").split(",") if part != ""]
     except ValueError:
-        raise ValueError(f"prompt_ids={text!r}: must be comma-separated integer token ids, e.g. prompt_ids=1,2,3") \
+        raise UsageError(f"prompt_ids={text!r}: must be comma-separated integer token ids, e.g. prompt_ids=1,2,3") \
             from None
     if not ids:
-        raise ValueError(f"prompt_ids={text!r}: give at least one token id, e.g. prompt_ids=1,2,3")
+        raise UsageError(f"prompt_ids={text!r}: give at least one token id, e.g. prompt_ids=1,2,3")
     return ids
 
 
@@ -53,28 +54,28 @@ def _is_int(value: object) -> bool:
 def parse_options(items: list[str]) -> dict:
     options = parse_key_values(items, DEFAULTS, usage=USAGE, raw_keys=("ckpt", "device", "prompt", "prompt_ids"))
     if not options["ckpt"]:
-        raise ValueError(f"ckpt= is required; usage: mta-lab generate {USAGE}")
+        raise UsageError(f"ckpt= is required; usage: mta-lab generate {USAGE}")
     if options["prompt"] is not None and options["prompt_ids"] is not None:
-        raise ValueError("give either prompt= or prompt_ids=, not both")
+        raise UsageError("give either prompt= or prompt_ids=, not both")
     if options["prompt_ids"] is not None:
         options["prompt_ids"] = _parse_ids(options["prompt_ids"])
     if not _is_int(options["max_new_tokens"]) or options["max_new_tokens"] < 1:
-        raise ValueError(f"max_new_tokens={options['max_new_tokens']!r}: must be a positive integer")
+        raise UsageError(f"max_new_tokens={options['max_new_tokens']!r}: must be a positive integer")
     temperature = options["temperature"]
     if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not temperature >= 0:
-        raise ValueError(f"temperature={temperature!r}: must be a number >= 0 (0 = greedy)")
+        raise UsageError(f"temperature={temperature!r}: must be a number >= 0 (0 = greedy)")
     options["temperature"] = float(temperature)
     if options["top_k"] is None:
         options["top_k"] = 0
     if not _is_int(options["top_k"]) or options["top_k"] < 0:
-        raise ValueError(f"top_k={options['top_k']!r}: must be an integer >= 0 (0 = no top-k filter)")
+        raise UsageError(f"top_k={options['top_k']!r}: must be an integer >= 0 (0 = no top-k filter)")
     if not _is_int(options["seed"]):
-        raise ValueError(f"seed={options['seed']!r}: must be an integer")
+        raise UsageError(f"seed={options['seed']!r}: must be an integer")
     if options["device"] not in DEVICES:
-        raise ValueError(f"device={options['device']!r}: allowed: {', '.join(DEVICES)}")
+        raise UsageError(f"device={options['device']!r}: allowed: {', '.join(DEVICES)}")
     for key in ("stop_at_eos", "cache"):
         if not isinstance(options[key], bool):
-            raise ValueError(f"{key}={options[key]!r}: must be true or false")
+            raise UsageError(f"{key}={options[key]!r}: must be true or false")
     return options
 
 
@@ -105,7 +106,7 @@ def run_generate(args: argparse.Namespace) -> int:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda: no CUDA device is available here; use device=cpu")
+        raise UsageError("device=cuda: no CUDA device is available here; use device=cpu")
     model, payload = load_model(options["ckpt"])
     model = model.to(device)
     vocab = model.config.vocab_size
@@ -115,13 +116,13 @@ def run_generate(args: argparse.Namespace) -> int:
         ids = options["prompt_ids"]
     else:
         if tokenizer is None:
-            raise ValueError(f"ckpt={options['ckpt']}: {tok_desc}; give the prompt as token ids with prompt_ids=1,2,3")
+            raise UsageError(f"ckpt={options['ckpt']}: {tok_desc}; give the prompt as token ids with prompt_ids=1,2,3")
         ids = prefix + tokenizer.encode(options["prompt"] or "")
         if not ids:  # a text model's empty prompt: start after an end-of-document token
             ids = [tokenizer.eos_id]
     bad = [i for i in ids if not 0 <= i < vocab]
     if bad:
-        raise ValueError(f"prompt token ids {bad} are outside the model's vocabulary 0..{vocab - 1}")
+        raise UsageError(f"prompt token ids {bad} are outside the model's vocabulary 0..{vocab - 1}")
     if tokenizer is not None and tokenizer.vocab_size > vocab:
         tokenizer = None  # the ids would not decode faithfully; print ids only
         tok_desc += f" (its vocabulary is larger than the model's {vocab}: printing ids)"

@@ -1,4 +1,4 @@
-"""KEY=VALUE arguments of the small subcommands (bench, eval): known keys only, values read as YAML."""
+"""KEY=VALUE arguments of the small subcommands (bench, eval, generate, count): known keys only, values read as YAML."""
 
 from __future__ import annotations
 
@@ -6,6 +6,17 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import yaml
+
+from mta_lab.errors import UsageError
+
+
+def yaml_value(text: str, item: str) -> Any:
+    """`text` read as YAML (`4`, `[4, 9]`, `true`); a UsageError naming `item` when it is not valid YAML."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or " ".join(str(err).split())
+        raise UsageError(f"{item!r}: the value is not valid YAML ({problem})") from None
 
 
 def parse_key_values(items: Iterable[str], defaults: Mapping[str, Any], *, usage: str,
@@ -15,6 +26,6 @@ def parse_key_values(items: Iterable[str], defaults: Mapping[str, Any], *, usage
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or key not in defaults:
-            raise ValueError(f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(defaults)}; usage: {usage}")
-        options[key] = value if key in raw else yaml.safe_load(value)
+            raise UsageError(f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(defaults)}; usage: {usage}")
+        options[key] = value if key in raw else yaml_value(value, item)
     return options

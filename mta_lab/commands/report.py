@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mta_lab.errors import UsageError
+
 KINDS = {
     "ablation": "ablation table: one row per variant vs the baseline, paired bootstrap CIs over seeds",
     "scaling": "scaling-law fits L = E + A·C^(-α) vs compute and parameters, compute multipliers",
@@ -57,11 +59,11 @@ def query_from_args(args: argparse.Namespace):
     for item in args.tag:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--tag {item!r}: expected KEY=VALUE, e.g. --tag mta.size=tiny")
+            raise UsageError(f"--tag {item!r}: expected KEY=VALUE, e.g. --tag mta.size=tiny")
         tags[key] = value
     uri = args.uri or f"sqlite:///{Path(args.root).resolve()}/mlflow.db"
     if args.uri is None and not (Path(args.root) / "mlflow.db").is_file():
-        raise ValueError(f"no MLflow database at {Path(args.root) / 'mlflow.db'}; give --uri or --root")
+        raise UsageError(f"no MLflow database at {Path(args.root) / 'mlflow.db'}; give --uri or --root")
     run_ids = tuple(r.strip() for r in args.runs.split(",") if r.strip()) if args.runs else ()
     return RunQuery(uri, args.experiment, args.sweep, tags, run_ids)
 

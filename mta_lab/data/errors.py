@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from mta_lab.errors import UserError
 
-class DataConfigError(ValueError):
+
+class DataConfigError(UserError, ValueError):
     """Bad data input. The message names the thing (a `data.<field>` or a file) and what to do about it."""
 
 

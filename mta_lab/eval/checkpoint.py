@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from mta_lab.attention.spec import AttentionSpec
+from mta_lab.errors import UsageError
 from mta_lab.model.config import ModelConfig
 from mta_lab.model.transformer import build_model
 
@@ -18,19 +19,19 @@ def load_model(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, 
     if path.is_dir() and (path / "final" / "model.pt").is_file():
         path = path / "final" / "model.pt"
     if not path.is_file():
-        raise ValueError(f"ckpt={path}: not a file; give a run directory, its final/model.pt or a checkpoints/*.ckpt "
+        raise UsageError(f"ckpt={path}: not a file; give a run directory, its final/model.pt or a checkpoints/*.ckpt "
                          "file (sharded FSDP checkpoint directories: use the run's final/model.pt)")
     try:
         raw = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # unreadable or not a torch file
-        raise ValueError(f"ckpt={path}: cannot be read as a checkpoint ({type(err).__name__}: {err})") from None
+        raise UsageError(f"ckpt={path}: cannot be read as a checkpoint ({type(err).__name__}: {err})") from None
     if "mta_configs" in raw:  # a Lightning checkpoint of LanguageModelTask
         payload = {**raw["mta_configs"], "step": raw.get("global_step")}
         state = {k.removeprefix("model."): v for k, v in raw["state_dict"].items() if k.startswith("model.")}
     elif {"model", "attention", "state_dict"} <= set(raw):
         payload, state = raw, raw["state_dict"]
     else:
-        raise ValueError(f"ckpt={path}: not an mta-lab checkpoint (no model/attention configs inside)")
+        raise UsageError(f"ckpt={path}: not an mta-lab checkpoint (no model/attention configs inside)")
     model = build_model(ModelConfig.from_dict(payload["model"]), AttentionSpec.from_dict(payload["attention"]))
     state = {k.replace("_checkpoint_wrapped_module.", "").replace("_orig_mod.", ""): v for k, v in state.items()}
     model.load_state_dict(state)

@@ -7,12 +7,13 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from mta_lab.errors import UserError
 from mta_lab.fields import known_fields
 
 PAPER_VOCAB = 128_256  # Llama-3 tokenizer
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(UserError, ValueError):
     """A bad model config: the message names the field, the bad value and what is allowed."""
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from mta_lab.errors import UsageError
 from mta_lab.model.transformer import Transformer
 
 
@@ -39,7 +40,7 @@ def sample_next(logits: Tensor, *, temperature: float = 1.0, top_k: int | None =
     """One token per row of logits (B, vocab): greedy when temperature == 0, else softmax(logits / temperature)
     restricted to the top_k largest logits (None or 0: all)."""
     if temperature < 0:
-        raise ValueError(f"temperature={temperature}: must be >= 0 (0 = greedy)")
+        raise UsageError(f"temperature={temperature}: must be >= 0 (0 = greedy)")
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
@@ -67,12 +68,12 @@ def generate(model: Transformer, prompt: Tensor, max_new_tokens: int, *, tempera
     if prompt.dim() == 1:
         prompt = prompt.unsqueeze(0)
     if prompt.dim() != 2 or prompt.shape[1] < 1:
-        raise ValueError(f"the prompt must hold at least one token (got shape {tuple(prompt.shape)})")
+        raise UsageError(f"the prompt must hold at least one token (got shape {tuple(prompt.shape)})")
     if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens={max_new_tokens}: must be >= 0")
+        raise UsageError(f"max_new_tokens={max_new_tokens}: must be >= 0")
     limit = model.config.max_seq_len
     if prompt.shape[1] + max_new_tokens > limit:
-        raise ValueError(f"prompt ({prompt.shape[1]} tokens) + max_new_tokens={max_new_tokens} exceeds the model's "
+        raise UsageError(f"prompt ({prompt.shape[1]} tokens) + max_new_tokens={max_new_tokens} exceeds the model's "
                          f"max_seq_len={limit}; shorten the prompt or ask for fewer tokens")
     was_training = model.training
     model.eval()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from mta_lab.errors import UserError
 
-class ReportError(ValueError):
+
+class ReportError(UserError, ValueError):
     """A report cannot be made from what was asked; the message says what is missing and what exists."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from mta_lab.errors import UsageError
 from mta_lab.sweep.spec import SweepSpec
 from mta_lab.sweep.study import create
 
@@ -41,7 +42,7 @@ def parse_gpu_ids(text: str | None) -> list[str] | None:
         return None
     ids = [part.strip() for part in text.split(",")]
     if not ids or any(not part.isdigit() for part in ids):
-        raise ValueError(f"--gpus {text!r}: expected a comma list of GPU ids such as 0,1,2")
+        raise UsageError(f"--gpus {text!r}: expected a comma list of GPU ids such as 0,1,2")
     return ids
 
 
@@ -54,7 +55,7 @@ def run_local(spec: SweepSpec, sweep_dir: str | Path | None = None, *, workers: 
     from mta_lab.sweep.status import reap
 
     if workers < 1:
-        raise ValueError(f"--workers {workers}: must be at least 1")
+        raise UsageError(f"--workers {workers}: must be at least 1")
     console = console or Console()
     sweep = create(spec, sweep_dir)
     reaped = reap(sweep)  # trials of workers that died in an earlier run go back in the queue

@@ -33,12 +33,13 @@ from typing import Any
 
 import yaml
 
+from mta_lab.errors import UsageError, UserError
 from mta_lab.sweep.spec import SweepSpec
 
 EXECUTORS = ("slurm", "local")
 
 
-class ClusterProfileError(ValueError):
+class ClusterProfileError(UserError, ValueError):
     """A bad cluster profile: the message names the file, the field, the bad value and the fix."""
 
 
@@ -234,7 +235,7 @@ def submit_jobs(spec: SweepSpec | str | Path, sweep_dir: str | Path, *, cluster:
                 workers: int, executor: str | None = None, max_trials: int | None = None) -> list[Any]:
     """`submit`, returning submitit's Job objects (job.result() waits for a worker and returns what it returned)."""
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-        raise ValueError(f"workers={workers!r}: must be a positive integer")
+        raise UsageError(f"workers={workers!r}: must be a positive integer")
     profile = cluster if isinstance(cluster, ClusterProfile) else ClusterProfile.load(cluster)
     executor = executor or profile.executor
     spec = _resolve(spec, profile)

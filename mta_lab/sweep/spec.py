@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from mta_lab.errors import UserError
+
 KINDS = ("ablation", "hpo", "scaling")
 DIRECTIONS = ("minimize", "maximize")
 AGGREGATES = ("mean", "median")
@@ -26,7 +28,7 @@ BUDGET_KINDS = ("tokens", "flops", "steps")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class SweepSpecError(ValueError):
+class SweepSpecError(UserError, ValueError):
     """A bad sweep file: the message names the file, the field, the bad value and the fix."""
 
 

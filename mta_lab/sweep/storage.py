@@ -9,13 +9,14 @@ from pathlib import Path
 import optuna
 from optuna.storages import BaseStorage
 
+from mta_lab.errors import UserError
 from mta_lab.sweep.spec import SweepSpec
 
 HEARTBEAT_S = 60  # a worker records a heartbeat this often (RDB storage); env MTA_SWEEP_HEARTBEAT_S overrides
 GRACE_S = 180  # a trial without a heartbeat for this long is failed and retried; env MTA_SWEEP_GRACE_S overrides
 
 
-class SweepStorageError(ValueError):
+class SweepStorageError(UserError, ValueError):
     """The study storage cannot be opened; the message names the URL and the fix."""
 
 

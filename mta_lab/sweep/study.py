@@ -14,6 +14,7 @@ from pathlib import Path
 
 import optuna
 
+from mta_lab.errors import UserError
 from mta_lab.fields import plain
 from mta_lab.sweep.spec import SweepSpec
 
@@ -186,6 +187,6 @@ def close_parent(sweep: Sweep, status: str) -> None:
         client.update_run(sweep.parent_run_id, status=status)
 
 
-class SweepNotCreated(ValueError):
+class SweepNotCreated(UserError, ValueError):
     """The sweep's study does not exist yet."""
 

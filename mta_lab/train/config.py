@@ -12,11 +12,12 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from mta_lab.attention.spec import AttentionSpec
+from mta_lab.errors import UserError
 from mta_lab.fields import known_fields, plain
 from mta_lab.model.config import ModelConfig
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A bad run config: the message names the field, the value and the fix."""
 
 

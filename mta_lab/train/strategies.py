@@ -11,14 +11,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mta_lab.train.config import TrainerConfig
+from mta_lab.train.config import ConfigError, TrainerConfig
 
 
 def resolve_accelerator(config: TrainerConfig) -> str:
     if config.accelerator == "auto":
         return "gpu" if torch.cuda.is_available() else "cpu"
     if config.accelerator == "gpu" and not torch.cuda.is_available():
-        raise ValueError("trainer.accelerator=gpu but no CUDA device is visible; use trainer.accelerator=cpu or auto")
+        raise ConfigError("trainer.accelerator=gpu but no CUDA device is visible; use trainer.accelerator=cpu or auto")
     return config.accelerator
 
 
