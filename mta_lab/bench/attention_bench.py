@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from mta_lab.errors import UsageError
+
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 BASELINE = "sdpa"
 REFERENCE = "eager"
@@ -477,7 +479,7 @@ def rewrite_report(json_path: Path) -> Path:
         results = [AttentionBenchResult(**{k: v for k, v in r.items() if k in names}) for r in payload["results"]]
         command, settings, env, when = (payload[k] for k in ("command", "settings", "environment", "time"))
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{json_path}: cannot be read as a `mta-lab bench attention` JSON ({type(err).__name__}: "
+        raise UsageError(f"{json_path}: cannot be read as a `mta-lab bench attention` JSON ({type(err).__name__}: "
                          f"{err}); give a <tag>.json that command wrote") from None
     return _write(results, Path(json_path).parent, tag=Path(json_path).stem, command=command, settings=settings,
                   env=env, when=when, plot=True)
@@ -539,9 +541,9 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as err:
-        raise ValueError(f"device={name!r}: {err}") from None
+        raise UsageError(f"device={name!r}: {err}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r}: CUDA is not available here")
+        raise UsageError(f"device={name!r}: CUDA is not available here")
     if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device={name!r}: expected auto, cpu or cuda[:N]")
+        raise UsageError(f"device={name!r}: expected auto, cpu or cuda[:N]")
     return device

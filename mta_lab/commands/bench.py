@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from mta_lab.commands.options import parse_key_values
+from mta_lab.errors import UsageError
 
 USAGE = ("model=300m,880m attention=transformer,mta,talking_heads,diff (PRESET@BACKEND pins a backend) "
          "[batch_size=2] [seq_len=2048] [steps=30] "
@@ -103,20 +104,20 @@ def parse_attention_options(items: list[str]) -> dict:
     def names(key: str) -> list[str]:
         values = [v.strip() for v in str(options[key]).split(",")]
         if not all(values):
-            raise ValueError(f"{key}={options[key]!r}: expected a comma-separated list of names")
+            raise UsageError(f"{key}={options[key]!r}: expected a comma-separated list of names")
         return values
 
     options["configs"] = names("configs")
     unknown = [c for c in options["configs"] if c not in CONFIGS]
     if unknown:
-        raise ValueError(f"configs: unknown {', '.join(map(repr, unknown))}; known: {', '.join(CONFIGS)}")
+        raise UsageError(f"configs: unknown {', '.join(map(repr, unknown))}; known: {', '.join(CONFIGS)}")
     seq_lens = []
     for text in str(options["seq_lens"]).split(","):
         text = text.strip()
         scale = 1024 if text[-1:] in ("k", "K") else 1
         digits = text[:-1] if scale > 1 else text
         if not digits.isdigit() or int(digits) <= 0:
-            raise ValueError(f"seq_lens={options['seq_lens']!r}: {text!r} is not a positive integer "
+            raise UsageError(f"seq_lens={options['seq_lens']!r}: {text!r} is not a positive integer "
                              "(like 4096 or 4K)")
         seq_lens.append(int(digits) * scale)
     options["seq_lens"] = seq_lens
@@ -124,18 +125,18 @@ def parse_attention_options(items: list[str]) -> dict:
         value = options[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "warmup" else 1):
             bound = "a non-negative" if key == "warmup" else "a positive"
-            raise ValueError(f"{key}={value!r}: expected {bound} integer")
+            raise UsageError(f"{key}={value!r}: expected {bound} integer")
     if options["dtype"] not in DTYPES:
-        raise ValueError(f"dtype={options['dtype']!r}: expected one of {', '.join(DTYPES)}")
+        raise UsageError(f"dtype={options['dtype']!r}: expected one of {', '.join(DTYPES)}")
     if not isinstance(options["plot"], bool):
-        raise ValueError(f"plot={options['plot']!r}: expected true or false")
+        raise UsageError(f"plot={options['plot']!r}: expected true or false")
     load_backends()
     options["backends"] = names("backends")
     if options["backends"] != ["all"]:
         known = [BASELINE, *registered_names()]
         unknown = [b for b in options["backends"] if b not in known]
         if unknown:
-            raise ValueError(f"backends: unknown {', '.join(map(repr, unknown))}; use all or some of: "
+            raise UsageError(f"backends: unknown {', '.join(map(repr, unknown))}; use all or some of: "
                              f"{', '.join(known)}")
     return options
 
