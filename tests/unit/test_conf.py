@@ -3,6 +3,7 @@ paper says; bad overrides are one clear error."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,17 @@ def test_every_shipped_yaml_is_covered():
 
 def test_config_error_is_a_value_error():
     assert issubclass(ConfigError, ValueError)
+
+
+def test_the_conf_tree_is_the_packaged_one_unless_mta_lab_conf_dir_says_otherwise(tmp_path, monkeypatch):
+    import mta_lab
+
+    assert (Path(mta_lab.__file__).parent / "conf_data").resolve() == CONF_DIR  # package data (a link in a checkout)
+    mine = tmp_path / "conf"
+    shutil.copytree(CONF_DIR, mine)
+    (mine / "optim" / "mine.yaml").write_text((CONF_DIR / "optim" / "tiny.yaml").read_text().replace("3.0e-3", "0.5"))
+    monkeypatch.setenv("MTA_LAB_CONF_DIR", str(mine))
+    assert load_run_config(["optim=mine", "attention=mta"]).optim.lr == 0.5  # presets still registered
+    monkeypatch.setenv("MTA_LAB_CONF_DIR", str(tmp_path / "empty"))
+    with pytest.raises(ConfigError, match="no Hydra config tree at .*empty.*set MTA_LAB_CONF_DIR"):
+        load_run_config([])
