@@ -3,6 +3,8 @@
 The paper's kq-conv layers are every 4th layer from index 2 ("every:4:2" = 2, 6, 10, ...). Post-softmax
 grouped head mixing with c_h = H is written head_post="full" so one preset fits every model size.
 Table 5 rows are named `t5_*`; the spec lists them as (kq pre, kq post, head pre, head post, norm) -> PPL.
+PRESETS is the one source of these presets: mta_lab.conf registers each as the Hydra option `attention=<name>`
+(there are no conf/attention/*.yaml files); the descriptions feed `mta-lab attention list`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""ModelConfig and the named model presets (LLaMA architecture, spec §4)."""
+"""ModelConfig and the named model presets (LLaMA architecture, spec §4).
+
+MODEL_PRESETS is the one source of the presets: mta_lab.conf registers each as the Hydra option `model=<name>`
+(there are no conf/model/*.yaml files).
+"""
 
 from __future__ import annotations
 

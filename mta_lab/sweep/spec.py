@@ -1,10 +1,17 @@
 """SweepSpec: one YAML file under sweeps/ describing an ablation, an HPO study or a scaling sweep.
 
-Every kind names a base (Hydra overrides every trial starts from, e.g. `experiment=tiny_mta`), an objective
-(an MLflow metric and a direction), seeds and how they aggregate, where runs are tracked and stored, and how
-many failures stop it. Ablations and scaling sweeps expand into fixed trials (variant x seed); HPO samples
+Every kind names a base (Hydra overrides every trial starts from, e.g. `[experiment=tiny, attention=mta]`),
+an objective (an MLflow metric and a direction), seeds and how they aggregate, where runs are tracked and stored,
+and how many failures stop it. Ablations and scaling sweeps expand into fixed trials (variant x seed); HPO samples
 a search space written in Hydra's sweep grammar (`interval(a, b)`, `tag(log, interval(a, b))`, `choice(...)`,
 `range(a, b[, step])`).
+
+A sweep file may extend another: `extends: toy_table1.yaml` (a path relative to the extending file's folder;
+the extended file may itself extend one). The extending file's keys are merged onto the extended file's, key by
+key: a mapping (`objective`, `tracking`, `ablation`, `ablation.variants`, `hpo`, ...) is merged the same way, one
+level deeper, new keys appended after the inherited ones; any other value (a list such as `base` or `seeds`, a
+string, a number, null) replaces the inherited one. The extending file must set its own `name` (a study name is
+unique). A missing extended file or a cycle of `extends` is one SweepSpecError.
 """
 
 from __future__ import annotations
@@ -54,6 +61,50 @@ def _overrides(where: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) and "=" in v for v in value):
         _fail(where, f"must be a list of Hydra overrides like ['attention=mta', 'train.max_steps=200'], got {value!r}")
     return tuple(value)
+
+
+def _read(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise SweepSpecError(f"sweep file {path}: not valid YAML ({' '.join(str(err).split())})") from None
+
+
+def merge(inherited: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
+    """`own` onto `inherited`: mappings merge key by key (recursively), every other value replaces."""
+    out = dict(inherited)
+    for key, value in own.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_extended(path: Path, chain: tuple[Path, ...]) -> Any:
+    """The file's keys with every `extends` resolved (chain: the files that extend this one, outermost first)."""
+    resolved = path.resolve()
+    if resolved in chain:
+        cycle = " -> ".join(str(p) for p in (*chain[chain.index(resolved):], resolved))
+        raise SweepSpecError(f"sweep file {chain[0]}: extends form a cycle ({cycle}); remove one `extends`")
+    data = _read(path)
+    if not isinstance(data, Mapping) or "extends" not in data:
+        if chain and not isinstance(data, Mapping):
+            raise SweepSpecError(f"sweep file {path} (extended by {chain[-1]}): must be a mapping of sweep keys")
+        return data
+    data = dict(data)
+    parent = data.pop("extends")
+    if not isinstance(parent, str) or not parent:
+        raise SweepSpecError(f"sweep file {path}: extends={parent!r} must be the path of another sweep file, "
+                             "relative to this file's folder (e.g. extends: toy_table1.yaml)")
+    parent_path = path.parent / parent
+    if not parent_path.is_file():
+        raise SweepSpecError(f"sweep file {path}: extends {parent!r}, but {parent_path} does not exist (the path is "
+                             "relative to the extending file's folder)")
+    if "name" not in data:
+        raise SweepSpecError(f"sweep file {path}: a sweep that extends another must set its own name (the study "
+                             f"name must differ from {parent!r}'s)")
+    return merge(_read_extended(parent_path, (*chain, resolved)), data)
 
 
 @dataclass(frozen=True)
@@ -213,6 +264,8 @@ class SweepSpec:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str | None = None) -> SweepSpec:
+        if isinstance(data, Mapping) and "extends" in data:
+            _fail("extends", "is resolved relative to the sweep file: load the file with SweepSpec.load(path)")
         data = _known_keys(cls, "", data)
         data.pop("source", None)
         if "name" not in data or "kind" not in data:
@@ -245,12 +298,9 @@ class SweepSpec:
         path = Path(path)
         if not path.is_file():
             raise SweepSpecError(f"sweep file {path}: not found; sweeps live under sweeps/ (e.g. sweeps/tiny/*.yaml)")
+        data = _read_extended(path, ())
         try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise SweepSpecError(f"sweep file {path}: not valid YAML ({' '.join(str(err).split())})") from None
-        try:
-            return cls.from_dict(data or {}, source=str(path))
+            return cls.from_dict(data, source=str(path))
         except SweepSpecError as err:
             raise SweepSpecError(f"{path}: {err}") from None
 

@@ -25,7 +25,7 @@ class _Images(HTMLParser):
 @pytest.mark.slow
 def test_demo_runs_an_ablation_and_writes_its_report(tmp_path, data_cache):
     demo = yaml.safe_load((REPO / "sweeps" / "tiny" / "demo.yaml").read_text())
-    demo["base"] = ["experiment=tiny_transformer", "train.max_steps=4", "train.val_every=4", "train.ckpt_every=4",
+    demo["base"] = ["experiment=tiny", "train.max_steps=4", "train.val_every=4", "train.ckpt_every=4",
                     "train.batch_size=2", "train.seq_len=32", "train.val_batches=2", f"data.cache_dir={data_cache}"]
     demo["ablation"]["variants"] = {"transformer": ["attention=transformer"], "mta": ["attention=mta"]}
     sweep_file = tmp_path / "demo_small.yaml"

@@ -26,7 +26,7 @@ NAN = ["optim.lr=1e30", "optim.warmup_steps=0", "optim.grad_clip=null"]  # a NaN
 
 
 def tiny_base(cache: Path, steps: int = 3, val_every: int | None = None) -> list[str]:
-    return ["experiment=tiny_transformer", "trainer=cpu", f"train.max_steps={steps}",
+    return ["experiment=tiny", "trainer=cpu", f"train.max_steps={steps}",
             f"train.val_every={val_every or steps}", f"train.ckpt_every={steps}", "train.batch_size=2",
             "train.seq_len=32", "train.val_batches=1", "train.log_every=1", f"data.cache_dir={cache}"]
 

@@ -31,7 +31,7 @@ def test_handoff_records_arrive_in_order(tmp_path):
 def test_two_srun_tasks_train_each_trial_together(tmp_path, data_cache):
     spec = {
         "name": "ranks", "kind": "ablation", "seeds": [0], "max_failures": 0,
-        "base": ["experiment=tiny_transformer", "trainer=ddp_cpu", "train.max_steps=4", "train.val_every=4",
+        "base": ["experiment=tiny", "trainer=ddp_cpu", "train.max_steps=4", "train.val_every=4",
                  "train.ckpt_every=4", "train.batch_size=2", "train.seq_len=32", "train.val_batches=2",
                  f"data.cache_dir={data_cache}"],
         "ablation": {"variants": {"transformer": ["attention=transformer"], "mta": ["attention=mta"]}},

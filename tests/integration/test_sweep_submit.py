@@ -63,7 +63,7 @@ def test_two_local_workers_run_a_tiny_sweep_to_completion(tmp_path, data_cache):
 
     spec = SweepSpec.from_dict({
         "name": "submit_e2e", "kind": "ablation",
-        "base": ["experiment=tiny_transformer", f"root={tmp_path / 'runs'}", f"data.cache_dir={data_cache}",
+        "base": ["experiment=tiny", f"root={tmp_path / 'runs'}", f"data.cache_dir={data_cache}",
                  "trainer=cpu", "train.max_steps=4", "train.val_every=4", "train.ckpt_every=4", "train.log_every=2",
                  "train.val_batches=1", "train.batch_size=4", "train.seq_len=32"],
         "seeds": [0, 1],

@@ -12,7 +12,7 @@ from mta_lab.train.entry import train
 @pytest.mark.slow
 def test_toy_experiment_logs_its_error_rate(tmp_path, data_cache):
     config = load_run_config([
-        "experiment=toy_n5_all_mta", f"root={tmp_path}", f"data.cache_dir={data_cache}", "trainer=cpu",
+        "experiment=toy", "attention=toy_mta_n5", f"root={tmp_path}", f"data.cache_dir={data_cache}", "trainer=cpu",
         "data.toy_train_samples=2000", "data.toy_test_samples=64",
         "train.max_steps=10", "train.batch_size=8", "train.val_every=10",
     ])
@@ -43,7 +43,7 @@ def test_eval_toy_reloads_the_checkpoint_on_a_fresh_test_set(tmp_path, data_cach
     from mta_lab.eval.toy import evaluate_toy
 
     config = load_run_config([
-        "experiment=toy_n5_last_transformer", f"root={tmp_path}", f"data.cache_dir={data_cache}", "trainer=cpu",
+        "experiment=toy", "data.toy_variant=last", f"root={tmp_path}", f"data.cache_dir={data_cache}", "trainer=cpu",
         "data.toy_train_samples=2000", "data.toy_test_samples=32", "train.max_steps=6", "train.batch_size=8",
         "train.val_every=6", "train.ckpt_every=3",
     ])

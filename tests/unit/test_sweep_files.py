@@ -16,7 +16,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 
 from mta_lab.conf import load_run_config
-from mta_lab.sweep.spec import SweepSpec
+from mta_lab.sweep.spec import SweepSpec, SweepSpecError
 
 SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
 FILES = sorted(SWEEPS.rglob("*.yaml")) + sorted(SWEEPS.rglob("*.yml"))
@@ -137,11 +137,16 @@ def test_paper_table5_covers_every_table5_preset():
     assert spec.baseline == "transformer"
 
 
-def test_paper_toy_sweep_runs_all_twelve_experiments_with_three_seeds():
+def test_paper_toy_sweep_runs_all_twelve_cells_with_three_seeds():
     spec = SweepSpec.load(SWEEPS / "paper" / "toy_table1.yaml")
-    experiments = {o for v in spec.ablation.variants.values() for o in v}
-    assert experiments == {f"experiment=toy_n{n}_{a}_{m}" for n in (5, 8) for a in ("all", "first", "last")
-                           for m in ("transformer", "mta")}
+    assert spec.base == ("experiment=toy",)
+    cells = {}
+    for variant, overrides in spec.ablation.variants.items():
+        config = load_run_config([*spec.base, *overrides], stamp="test")
+        cells[variant] = (config.data.toy_n, config.data.toy_variant, config.attention_name)
+        assert config.name == f"toy_{variant}"  # the toy recipe names the run after its Table 1 cell
+    assert cells == {f"n{n}_{a}_{m}": (n, a, f"toy_mta_n{n}" if m == "mta" else "toy_transformer")
+                     for n in (5, 8) for a in ("all", "first", "last") for m in ("transformer", "mta")}
     assert spec.seeds == (0, 1, 2)
     h200 = SweepSpec.load(SWEEPS / "paper" / "toy_table1_h200.yaml")  # the same trials, fewer steps
     assert h200.ablation.variants == spec.ablation.variants and h200.seeds == spec.seeds
@@ -154,8 +159,94 @@ def test_paper_toy_sweep_runs_all_twelve_experiments_with_three_seeds():
     assert (config.train.max_steps, config.train.batch_size, config.optim.lr) == (12000, 64, 1e-4)
     assert (config.attention.kq_pre, config.data.toy_n, config.data.toy_variant) == ((2, 9), 5, "last")
     cpu = SweepSpec.load(SWEEPS / "tiny" / "toy_cpu.yaml")
+    assert cpu.ablation.variants == spec.ablation.variants and cpu.seeds == (0,)
+    assert cpu.tracking.experiment is None  # its own MLflow experiment, not the paper sweep's
     config = load_run_config([*cpu.base, *cpu.ablation.variants["n8_last_mta"]], stamp="test")
     assert (config.data.toy_n, config.data.toy_variant, config.data.toy_train_samples) == (8, "last", 2000)
+
+
+def test_the_toy_variants_are_written_once():
+    texts = {p: p.read_text() for p in FILES}
+    assert [p.name for p, t in texts.items() if "toy_mta_n8" in t] == ["toy_table1.yaml"]
+    extending = sorted(str(p.relative_to(SWEEPS)) for p, t in texts.items() if "\nextends:" in t)
+    assert extending == ["paper/toy_table1_h200.yaml", "paper/toy_table1_h200_long.yaml", "tiny/toy_cpu.yaml"]
+
+
+# ------------------------------------------------------------------------------------------------ extends
+def _write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+BASE = """name: parent
+kind: ablation
+description: the parent
+base: [experiment=tiny, train.max_steps=10]
+objective: {metric: final/val_loss, direction: minimize}
+seeds: [0, 1]
+tracking: {experiment: parent_exp, uri: "sqlite:///p.db"}
+ablation:
+  variants:
+    transformer: [attention=transformer]
+    mta: [attention=mta]
+"""
+
+
+def test_extends_merges_mappings_and_replaces_other_values(tmp_path):
+    _write(tmp_path, "parent.yaml", BASE)
+    child = _write(tmp_path, "sub/child.yaml", """extends: ../parent.yaml
+name: child
+base: [experiment=tiny, train.max_steps=20]
+seeds: [3]
+tracking: {experiment: null}
+ablation:
+  variants:
+    mta: [attention=mta, attention.gate=none]
+    diff: [attention=diff]
+""")
+    spec = SweepSpec.load(child)
+    assert (spec.name, spec.kind, spec.description, spec.source) == ("child", "ablation", "the parent", str(child))
+    assert spec.base == ("experiment=tiny", "train.max_steps=20") and spec.seeds == (3,)  # lists replaced
+    assert (spec.tracking.experiment, spec.tracking.uri) == (None, "sqlite:///p.db")  # mapping merged key by key
+    assert spec.ablation.variants == {"transformer": ("attention=transformer",),  # inherited first, order kept
+                                      "mta": ("attention=mta", "attention.gate=none"), "diff": ("attention=diff",)}
+    assert spec.baseline == "transformer"
+
+
+def test_extends_chains_and_a_null_drops_an_inherited_section(tmp_path):
+    _write(tmp_path, "parent.yaml", BASE)
+    _write(tmp_path, "middle.yaml", "extends: parent.yaml\nname: middle\nseeds: [5]\n")
+    child = _write(tmp_path, "child.yaml", """extends: middle.yaml
+name: hpo_child
+kind: hpo
+ablation: null
+hpo: {space: {optim.lr: "interval(1e-4, 1e-2)"}, n_trials: 2}
+""")
+    spec = SweepSpec.load(child)
+    assert (spec.kind, spec.ablation, spec.seeds, spec.hpo.n_trials) == ("hpo", None, (5,), 2)
+
+
+@pytest.mark.parametrize(("files", "message"), [
+    ({"a.yaml": "extends: b.yaml\nname: a\n", "b.yaml": "extends: a.yaml\nname: b\n"}, "extends form a cycle"),
+    ({"a.yaml": "extends: a.yaml\nname: a\n"}, "extends form a cycle"),
+    ({"a.yaml": "extends: nope.yaml\nname: a\n"}, "extends 'nope.yaml', but"),
+    ({"a.yaml": "extends: [b.yaml]\nname: a\n"}, "must be the path of another sweep file"),
+    ({"a.yaml": "extends: b.yaml\nkind: ablation\n", "b.yaml": BASE}, "must set its own name"),
+    ({"a.yaml": "extends: b.yaml\nname: a\n", "b.yaml": "- just a list\n"}, "must be a mapping of sweep keys"),
+])
+def test_bad_extends_is_one_clear_error(tmp_path, files, message):
+    for name, text in files.items():
+        _write(tmp_path, name, text)
+    with pytest.raises(SweepSpecError) as info:
+        SweepSpec.load(tmp_path / "a.yaml")
+    assert message in str(info.value) and str(tmp_path / "a.yaml") in str(info.value)
+
+
+def test_extends_only_in_a_file():
+    with pytest.raises(SweepSpecError, match="load the file with SweepSpec.load"):
+        SweepSpec.from_dict({"extends": "x.yaml", "name": "a", "kind": "ablation"})
 
 
 def test_paper_knob_sweeps_change_what_they_claim():
