@@ -1,6 +1,5 @@
 """The attention library: one validated spec, the reference op, its backends and the layers."""
 
-from mta_lab.attention.functional import multi_token_attention
 from mta_lab.attention.modules import (
     AttentionBase,
     DiffAttention,
@@ -10,6 +9,7 @@ from mta_lab.attention.modules import (
     expected_extra_parameters,
 )
 from mta_lab.attention.presets import PRESETS, load_preset, preset_names
+from mta_lab.attention.reference import multi_token_attention
 from mta_lab.attention.spec import AttentionSpec, SpecError
 
 __all__ = [
