@@ -59,11 +59,14 @@ def register(backend: Backend) -> None:
     _REGISTRY[backend.name] = backend
 
 
-def _load() -> None:
+# torch.compile runs this at trace time and keeps its result, so that a first call from a compiled layer loads the
+# modules without a graph break (Dynamo cannot trace importlib).
+@torch.compiler.assume_constant_result
+def _load() -> bool:
     """Import every backend module once, in `BACKEND_NAMES` order; an ImportError marks that backend unavailable."""
     global _loaded
     if _loaded:
-        return
+        return True
     for name, module in MODULES.items():
         try:
             importlib.import_module(module)
@@ -74,6 +77,7 @@ def _load() -> None:
         if name not in _REGISTRY:
             raise RuntimeError(f"{module} did not register attention backend {name!r}")
     _loaded = True
+    return True
 
 
 def backends() -> tuple[Backend, ...]:
