@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mta_lab.attention.backends.policy import HINTS, OP_OPTIONS, choose
+from mta_lab.attention.backends.policy import HINTS, OP_OPTIONS, RULES, Call, choose
 from mta_lab.attention.spec import BACKEND_NAMES
 
 OpFn = Callable[..., torch.Tensor]
@@ -135,3 +135,27 @@ def resolve(name: str, device: torch.device | str, options: dict | None = None) 
         raise RuntimeError(f"attention backend {name!r} does not implement this layer's options "
                            f"({', '.join(present) or 'none'}): it implements {backend.calls}; use backend=auto")
     return backend
+
+
+def why_not(options: dict, device: torch.device | str) -> tuple[str, dict[str, str]]:
+    """(the backend "auto" picks for this call on `device`, {every other backend: why it was not chosen})."""
+    device = torch.device(device)
+    chosen = choose(options, usable(device))
+    call, reasons = Call.of(options), {}
+    for name in BACKEND_NAMES:
+        if name == chosen:
+            continue
+        rule = next((r for r in RULES if r.backend == name), None)
+        if name in unavailable():
+            reasons[name] = f"unavailable: {unavailable()[name]}"
+        elif not get(name).runs_on(device):
+            reasons[name] = f"does not run on {device.type}"
+        elif not get(name).implements(op_arguments(options)):
+            reasons[name] = "does not implement the call"
+        elif rule is None:
+            reasons[name] = "never chosen by auto (pin it: backend=" + name + ")"
+        elif not rule.holds(call):
+            reasons[name] = f"its rule does not hold ({rule.when})"
+        else:
+            reasons[name] = f"the policy prefers {chosen}"
+    return chosen, reasons
