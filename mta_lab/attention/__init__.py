@@ -1,7 +1,7 @@
 """The attention library: one validated spec, the reference op, its backends, the layers and their decoding cache."""
 
 from mta_lab.attention.decoding import DecodeCache, LayerCache
-from mta_lab.attention.functional import multi_token_attention
+from mta_lab.attention.reference import multi_token_attention
 from mta_lab.attention.layers import (
     AttentionBase,
     DiffAttention,
@@ -11,6 +11,7 @@ from mta_lab.attention.layers import (
     expected_extra_parameters,
 )
 from mta_lab.attention.presets import PRESETS, load_preset, preset_names
+from mta_lab.attention.reference import multi_token_attention
 from mta_lab.attention.spec import AttentionSpec, SpecError
 
 __all__ = [

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mta_lab.attention.functional import work_dtype
+from mta_lab.attention.reference import work_dtype
 from mta_lab.attention.spec import key_center
 
 
@@ -93,7 +93,7 @@ def visible(row0: int, n_rows: int, n_keys: int, device: torch.device) -> Tensor
 
 
 def kq_conv_rows(x: Tensor, kernel: Tensor, pad_key: str) -> Tensor:
-    """`functional.kq_conv` restricted to its last rows: x (B, h, c_q - 1 + n, T) holds the c_q - 1 rows above the
+    """`reference.kq_conv` restricted to its last rows: x (B, h, c_q - 1 + n, T) holds the c_q - 1 rows above the
     n wanted ones (zero where they would be padding); zero-padded on the key axis only. Returns (B, h, n, T)."""
     c_k = kernel.shape[2]
     left = key_center(c_k, pad_key)

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mta_lab.attention.backends import resolve_backend
+from mta_lab.attention.backends import resolve
 from mta_lab.attention.decoding import LayerCache, kq_conv_rows, last_rows, softmax_rows, visible
-from mta_lab.attention.functional import diff_attention, mix_heads_post, mix_heads_pre, work_dtype
+from mta_lab.attention.reference import diff_attention, mix_heads_post, mix_heads_pre, work_dtype
 from mta_lab.attention.rope import apply_rope, rope_tables
 from mta_lab.attention.spec import AttentionSpec, depth_lambda_init, key_center
 
@@ -179,9 +179,11 @@ class MultiTokenAttention(AttentionBase):
             # torch.compile is tracing (it fuses the materialised backends' glue; hand-written kernels break graphs).
             hints = {"score_elements": q.shape[0] * q.shape[1] * q.shape[2] ** 2,
                      "compiling": torch.compiler.is_compiling()}
-            op = resolve_backend(self.spec.backend, q.device, {**options, **hints}).fn
-            out = op(q, k, v, **options)
+            backend = resolve(self.spec.backend, q.device, {**options, **hints})
+            self.resolved_backend = backend.name  # what ran, for the run's record
+            out = backend.fn(q, k, v, **options)
         else:
+            self.resolved_backend = "sdpa"
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout_p)
         return self._norm_and_gate(out)
 

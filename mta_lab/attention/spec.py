@@ -22,6 +22,9 @@ HEAD_POST = ("none", "grouped", "full")
 GROUP_NORMS = ("none", "rms", "rms_depth")
 GATES = ("none", "scalar", "full")
 KERNEL_INITS = ("identity", "zero", "const", "uniform", "diagonal")
+# The implementations of the op (`attention/backends/`, one module each), fixed here so that a spec's validity does
+# not depend on what is installed; whether one runs is checked when a layer resolves it on its device.
+BACKEND_NAMES = ("eager", "stacked", "flex", "chunked", "triton", "triton_mix", "triton_conv")
 LAYER_SELECTION_FORMS = "'all', 'none', 'every:K' or 'every:K:OFFSET', a pattern of 'x' and '.', or a list of indices"
 
 _EVERY = re.compile(r"^every:(\d+)(?::(\d+))?$")
@@ -47,7 +50,9 @@ def depth_lambda_init(layer_idx: int) -> float:
 
 
 def key_center(c_k: int, pad_key: str) -> int:
-    """The kernel column that reads the same key j (the identity tap's column)."""
+    """o, the kernel column that reads the same key j (the identity tap's column): column b reads key j - o + b."""
+    if pad_key not in PAD_KEYS:
+        raise ValueError(f"pad_key={pad_key!r}: must be one of {', '.join(PAD_KEYS)}")
     return {"both": (c_k - 1) // 2, "left": c_k - 1, "right": 0}[pad_key]
 
 
@@ -226,9 +231,7 @@ class AttentionSpec:
             _fail("kq_layers", sel, "every:K needs K >= 1")
 
     def _validate_backend(self) -> None:
-        from mta_lab.attention.backends import backend_names
-
-        allowed = ("auto", *backend_names())
+        allowed = ("auto", *BACKEND_NAMES)
         if self.backend not in allowed:
             _fail("backend", self.backend, f"must be one of {', '.join(allowed)}")
 

@@ -8,7 +8,7 @@ before them (the inputs); on CPU times are `time.perf_counter` and memory is not
 
 "sdpa" is `F.scaled_dot_product_attention(is_causal=True)` on the same q, k, v: the baseline of the ratios (it
 computes plain attention, not MTA). "eager" is the reference op; every other backend found in the registry
-(`mta_lab.attention.backends`) that runs on the device and accepts the config is measured too, and its output
+(`mta_lab.attention.backends`) that runs on the device and implements the config is measured too, and its output
 and input gradients are compared with eager's when eager ran at that length.
 
 A run never ends the table: a run of a materialising backend (eager, stacked, triton_mix) whose T x T maps would not fit
@@ -18,10 +18,8 @@ is skipped with an estimate, an out-of-memory error is recorded as OOM, any othe
 from __future__ import annotations
 
 import gc
-import importlib
 import json
 import math
-import pkgutil
 import platform
 import statistics
 import time
@@ -92,30 +90,31 @@ class AttentionBenchResult:
 
 
 def load_backends() -> None:
-    """Import every module of `mta_lab.attention`, so that each backend registers itself however it is wired."""
-    import mta_lab.attention as package
+    """Import the registry's backend modules; one that cannot be imported here is not measured (a warning says why)."""
+    from mta_lab.attention.backends import unavailable
 
-    for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
-        try:
-            importlib.import_module(info.name)
-        except Exception as err:  # a backend whose dependencies are missing here is simply not measured
-            warnings.warn(f"bench attention: could not import {info.name}: {err}", stacklevel=2)
+    for name, reason in unavailable().items():
+        warnings.warn(f"bench attention: backend {name!r} {reason}", stacklevel=2)
+
+
+def ordered_backends() -> list:
+    """The installed backends in the order of `auto`'s preference (its policy's rules), the others after."""
+    from mta_lab.attention.backends import backends
+    from mta_lab.attention.backends.policy import preference
+
+    return sorted(backends(), key=lambda b: preference(b.name))
 
 
 def registered_names() -> list[str]:
-    from mta_lab.attention.backends import backends
-
-    return [b.name for b in backends()]
+    return [b.name for b in ordered_backends()]
 
 
 def select_backends(requested: list[str], config_options: dict, device: torch.device) -> list[tuple[str, str | None]]:
-    """(name, reason it cannot run or None) in run order: sdpa, eager, then the others by priority.
+    """(name, reason it cannot run or None) in run order: sdpa, eager, then the others in `auto`'s preference.
 
-    requested: ["all"] (every registered backend that runs on the device and accepts the call) or names.
+    requested: ["all"] (every installed backend that runs on the device and implements the call) or names.
     """
-    from mta_lab.attention.backends import backends
-
-    registry = {b.name: b for b in backends()}
+    registry = {b.name: b for b in ordered_backends()}
     everything = requested == ["all"]
     names = [BASELINE, *registry] if everything else list(requested)
     names = sorted(dict.fromkeys(names), key=lambda n: (n != BASELINE, n != REFERENCE))  # stable otherwise
@@ -126,9 +125,9 @@ def select_backends(requested: list[str], config_options: dict, device: torch.de
             continue
         backend = registry[name]
         reason = None
-        if not backend.supports(device):
+        if not backend.runs_on(device):
             reason = f"skipped: does not run on {device.type}"
-        elif not backend.accepts(config_options):
+        elif not backend.implements(config_options):
             reason = "skipped: does not accept this config"
         if reason is None or not everything:
             chosen.append((name, reason))
@@ -190,7 +189,7 @@ def make_inputs(config: OpConfig, *, batch: int, heads: int, head_dim: int, seq_
 
 
 def op_options(weights: dict[str, torch.Tensor | None]) -> dict:
-    """The op's keyword arguments, as `resolve_backend` and `Backend.accepts` see them in the model."""
+    """The op's keyword arguments, as `resolve` and `Backend.implements` see them in the model."""
     return dict(weights, pad_key="both", dropout_p=0.0)
 
 
@@ -297,7 +296,7 @@ def run_one(name: str, config: OpConfig, qkv: list[torch.Tensor], weights: dict,
 
 def plan(config_names: list[str], requested: list[str], *, heads: int, head_dim: int, dtype_name: str,
          device: torch.device) -> list[tuple[OpConfig, int, int, list[tuple[str, str | None]]]]:
-    """(config, heads, head_dim, backends) for each config; `accepts` sees weights of the run's dtype and device."""
+    """(config, heads, head_dim, backends) for each config; `implements` sees weights of the run's dtype and device."""
     out = []
     for name in config_names:
         config = CONFIGS[name]

@@ -1,4 +1,5 @@
-"""`mta-lab attention list|show`: the attention presets, a resolved spec and its parameter accounting."""
+"""`mta-lab attention list|show|backends`: the attention presets, a resolved spec and its parameter accounting, and
+what backend=auto runs for each layer type on this machine."""
 
 from __future__ import annotations
 
@@ -29,6 +30,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     show.add_argument("--heads", type=int, default=DEFAULT_HEADS, help="attention heads H (default: 16)")
     show.add_argument("--layers", type=int, default=DEFAULT_LAYERS, help="layers L (default: 24)")
     show.set_defaults(handler=show_preset)
+
+    listing = actions.add_parser("backends", help="what backend=auto runs for each layer type here, and why not the "
+                                 "others")
+    listing.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                         help="the device to decide for (default: cuda when available, else cpu; no GPU needed)")
+    listing.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    listing.set_defaults(handler=show_backends)
 
 
 def list_presets(args: argparse.Namespace) -> int:
@@ -85,3 +93,66 @@ def show_preset(args: argparse.Namespace) -> int:
     console.print(f"kq-conv layers: {list(kq_layers) if kq_layers else 'none'}")
     console.print(f"extra attention parameters: {counted:,} (counted) / {formula:,} (spec §4 formula)")
     return 0 if counted == formula else 1
+
+
+# The calls of the layer types (label, the op's weights present, dropout).
+LAYER_TYPES = (
+    ("kq conv only (kq_pre)", ("kq_pre",), False),
+    ("kq conv only, with dropout", ("kq_pre",), True),
+    ("head mixing only (Talking heads; the paper's layers without kq convs)", ("head_pre", "head_post"), False),
+    ("head mixing with dropout", ("head_pre", "head_post"), True),
+    ("paper kq layer (kq_pre + kq_post + head mixing)", ("kq_pre", "kq_post", "head_pre", "head_post"), False),
+    ("kq_pre + head_post", ("kq_pre", "head_post"), False),
+    ("kq_post only", ("kq_post",), False),
+)
+# The score-map size / compilation hints a layer gives (small: B·H·T² <= 2^29).
+SITUATIONS = (("large map", {}), ("small map", {"small": True}), ("small map, compiled", {"small": True,
+                                                                                          "compiling": True}))
+
+
+def show_backends(args: argparse.Namespace) -> int:
+    import json
+
+    from mta_lab.attention.backends import backends, unavailable, why_not
+    from mta_lab.attention.backends.policy import MATERIALISE_UP_TO
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    layers = []
+    for label, weights, dropout in LAYER_TYPES:
+        options = {name: torch.zeros(1) for name in weights} | {"dropout_p": 0.1 if dropout else 0.0}
+        auto = {}
+        for situation, hints in SITUATIONS:
+            size = MATERIALISE_UP_TO if hints.get("small") else MATERIALISE_UP_TO + 1
+            auto[situation] = why_not({**options, "score_elements": size,
+                                       "compiling": hints.get("compiling", False)}, device)[0]
+        chosen, reasons = why_not({**options, "score_elements": MATERIALISE_UP_TO + 1}, device)
+        layers.append({"layer": label, "options": [*weights, *(["dropout"] if dropout else [])], "auto": auto,
+                       "not_chosen": reasons})
+    report = {"device": device, "installed": [b.name for b in backends()], "unavailable": unavailable(),
+              "layers": layers}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    console = Console()
+    listing = Table(title="attention backends")
+    for column in ("backend", "runs on", "implements", "here"):
+        listing.add_column(column, style="bold cyan" if column == "backend" else None)
+    for name in report["installed"]:
+        backend = next(b for b in backends() if b.name == name)
+        listing.add_row(name, ", ".join(backend.devices), backend.calls, "installed")
+    for name, reason in report["unavailable"].items():
+        listing.add_row(name, "", "", f"unavailable: {reason}")
+    console.print(listing)
+    table = Table(title=f"what backend=auto runs on {device} (small map: B·H·T² <= 2^29 scores)")
+    table.add_column("layer type", style="bold")
+    for situation, _ in SITUATIONS:
+        table.add_column(situation, style="cyan")
+    for layer in layers:
+        table.add_row(layer["layer"], *layer["auto"].values())
+    console.print(table)
+    console.print("[bold]why not the others[/] (large map):")
+    for layer in layers:
+        console.print(f"[bold]{layer['layer']}[/] -> {layer['auto']['large map']}")
+        for name, why in layer["not_chosen"].items():
+            console.print(f"    {name}: {why}")
+    return 0

@@ -1,4 +1,6 @@
-"""`mta-lab bench train ...`: model-level throughput, MFU and memory, written under reports/bench/."""
+"""`mta-lab bench train|attention|rewrite ...`: model-level throughput, MFU and memory, and the op benchmark, written
+under reports/bench/; `bench tune-triton|conv-parts|profile`: the GPU kernel tools (tile search, conv pieces, one
+profiled training step)."""
 
 from __future__ import annotations
 
@@ -48,6 +50,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                "JSON is saved after every sequence length, without the plot).")
     rewrite.add_argument("files", nargs="+", type=Path, metavar="FILE.json")
     rewrite.set_defaults(handler=run_rewrite)
+    for name, (_, summary) in GPU_TOOLS.items():
+        # The tool parses its own options (`mta-lab bench NAME --help`), so that its module (torch, Triton) is
+        # imported only when it runs: this parser takes every argument as given ("-" is not an option prefix here).
+        tool = kinds.add_parser(name, help=summary, add_help=False, prefix_chars="+")
+        tool.add_argument("options", nargs=argparse.REMAINDER)
+        tool.set_defaults(handler=run_gpu_tool, tool=name)
+
+
+# name: (module under mta_lab.bench with main(argv), what it does). Each needs a CUDA GPU.
+GPU_TOOLS = {
+    "tune-triton": ("tune_triton", "tile search for the triton backend's kernels, with a correctness check (GPU)"),
+    "conv-parts": ("conv_parts", "the kq convolution's pieces: cuDNN against the triton_conv kernels (GPU)"),
+    "profile": ("profile_step", "one training step under torch.profiler, kernels by CUDA time (GPU)"),
+}
+
+
+def run_gpu_tool(args: argparse.Namespace) -> int:
+    import importlib
+
+    import torch
+
+    if not torch.cuda.is_available() and not {"-h", "--help"} & set(args.options):
+        raise ValueError(f"mta-lab bench {args.tool} needs a CUDA GPU, and torch sees none here; run it on a GPU "
+                         "machine")
+    module = importlib.import_module(f"mta_lab.bench.{GPU_TOOLS[args.tool][0]}")
+    return module.main(args.options)
 
 
 def parse_options(items: list[str]) -> dict:

@@ -1,8 +1,9 @@
-"""Callbacks: throughput (tokens/s) and MFU."""
+"""Callbacks: throughput (tokens/s) and MFU; the attention backends the layers resolved."""
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import lightning as L
 import torch
@@ -56,3 +57,31 @@ class Throughput(L.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._t0 = None
+
+
+RESOLVED_BACKEND_PARAM = "attention.backend.resolved"
+
+
+def resolved_backends(model: torch.nn.Module) -> str | None:
+    """What the attention layers ran, e.g. "triton_mix (18 layers), triton_conv (6 layers)" (most layers first; "sdpa":
+    an MTA layer with nothing to mix); None when no layer recorded one (e.g. the softmax Transformer)."""
+    counts = Counter(m.resolved_backend for m in model.modules() if getattr(m, "resolved_backend", None))
+    return ", ".join(f"{name} ({n} layer{'s' if n != 1 else ''})" for name, n in counts.most_common()) or None
+
+
+class ResolvedBackends(L.Callback):
+    """Logs `RESOLVED_BACKEND_PARAM` once, after the first training step (when every layer has resolved its
+    backend under the run's device, precision and compilation); a resumed run that has it already logs nothing."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle  # the rank-0 RunHandle, None on the other ranks
+        self.done = handle is None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.done:
+            return
+        self.done = True
+        value = resolved_backends(pl_module)
+        logged = self.handle.client.get_run(self.handle.run_id).data.params
+        if value is not None and RESOLVED_BACKEND_PARAM not in logged:
+            self.handle.log_params({RESOLVED_BACKEND_PARAM: value})

@@ -142,7 +142,7 @@ def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None
     from lightning.pytorch.utilities import rank_zero_only
 
     from mta_lab.tracking.lightning_logger import MLflowRunLogger
-    from mta_lab.train.callbacks import Throughput, detect_peak_flops
+    from mta_lab.train.callbacks import ResolvedBackends, Throughput, detect_peak_flops
     from mta_lab.train.checkpoints import StepCheckpoint
     from mta_lab.train.datamodule import LMDataModule
     from mta_lab.train.module import LanguageModelTask
@@ -177,7 +177,8 @@ def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None
         strategy=build_strategy(run.trainer, accelerator), precision=precision, max_steps=total_steps,
         val_check_interval=run.train.val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
         log_every_n_steps=run.train.log_every, logger=MLflowRunLogger(handle), enable_progress_bar=progress,
-        callbacks=[throughput, checkpoints, *([bar] if bar else []), *(extra_callbacks or [])],
+        callbacks=[throughput, checkpoints, ResolvedBackends(handle), *([bar] if bar else []),
+                   *(extra_callbacks or [])],
         enable_checkpointing=False, use_distributed_sampler=False, enable_model_summary=False,
         default_root_dir=str(run_dir), benchmark=False,
     )

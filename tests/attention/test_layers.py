@@ -439,7 +439,7 @@ def test_layer_with_nothing_to_mix_uses_sdpa(monkeypatch):
     spec = AttentionSpec(kind="mta", kq_pre=(2, 3), kq_post=(2, 3), kq_layers="every:4:2")
     calls = {"sdpa": 0, "op": 0}
     real_sdpa = layers_mod.F.scaled_dot_product_attention
-    real_resolve = layers_mod.resolve_backend
+    real_resolve = layers_mod.resolve
 
     def sdpa(*args, **kwargs):
         calls["sdpa"] += 1
@@ -450,7 +450,7 @@ def test_layer_with_nothing_to_mix_uses_sdpa(monkeypatch):
         return real_resolve(*args, **kwargs)
 
     monkeypatch.setattr(layers_mod.F, "scaled_dot_product_attention", sdpa)
-    monkeypatch.setattr(layers_mod, "resolve_backend", resolve)
+    monkeypatch.setattr(layers_mod, "resolve", resolve)
     x = randn(2, T, DIM, g=gen(80))
     base = build(AttentionSpec(), layer_idx=0, n_layers=8)
     randomize_projections_(base, seed=81)

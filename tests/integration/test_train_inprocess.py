@@ -197,3 +197,21 @@ def test_same_seed_same_history_other_seed_differs(e2e, tmp_path, data_cache):
     assert tags[again.run_id]["mta.config_hash"] == first_run.data.tags["mta.config_hash"]
     assert tags[other.run_id]["mta.config_hash"] != first_run.data.tags["mta.config_hash"]
     assert tags[other.run_id]["mta.seed"] == "1"
+
+
+@pytest.mark.parametrize(("attention", "expected"), [
+    ("mta", "eager (3 layers), stacked (1 layer)"),  # head mixing everywhere, kq convs on layer 2 (every:4:2)
+    ("t5_kq_6x11", "sdpa (3 layers), stacked (1 layer)"),  # kq conv on layer 2 only: the others mix nothing
+])
+def test_resolved_backends_are_logged_after_the_first_step(tmp_path, data_cache, attention, expected):
+    config = load_run_config([*tiny(tmp_path, f"backends-{attention}", data_cache, max_steps=3),
+                              f"attention={attention}"])
+    result = train(config, progress=False)
+    params = client_for(result.tracking_uri).get_run(result.run_id).data.params
+    assert params["attention.backend"] == "auto"
+    assert params["attention.backend.resolved"] == expected
+
+
+def test_softmax_runs_log_no_resolved_backend(e2e):
+    _, _, _, run = e2e
+    assert "attention.backend.resolved" not in run.data.params  # no MTA layer: nothing resolved

@@ -17,7 +17,7 @@ Only q, k, v and the row log-sum-exp are kept between forward and backward: the 
 layer's forward or backward, never across the model, so a model's peak memory stays near the Transformer's.
 They do exist, so the op's own peak grows as T² (the linear-memory backend for head mixing is "chunked").
 No dropout and no key-query convolutions: such calls go to other backends. Correct against the eager op in
-Triton's interpreter (fp32, tests/unit/test_triton_mix.py) and on an H200 (tests/unit/test_flex_backend.py).
+Triton's interpreter (fp32, tests/attention/backends/test_triton_mix.py) and on an H200 (the GPU tests beside it).
 
 On an H200 (reports/bench/attention-h200-talking_heads.md; bf16, B 1, H 16, d 96, T 4096) fwd+bwd takes 4.6 ms
 against eager's 21.7 (SDPA 0.57): 8.2× SDPA. The 880M Talking heads model trains at 0.549× the Transformer's
@@ -35,8 +35,8 @@ import torch
 import triton
 import triton.language as tl
 
-from mta_lab.attention.backends import register_backend
-from mta_lab.attention.functional import multi_token_attention
+from mta_lab.attention.backends import Backend, register
+from mta_lab.attention.backends.policy import mixing_only
 
 NEG: tl.constexpr = tl.constexpr(-1.0e30)  # "minus infinity" that keeps exp() and max() finite for padded heads
 
@@ -161,7 +161,7 @@ def _mix_bwd(S, dPh, Lse, W1, W2, dS, P, dW1, dW2, H, T, scale, stride_sb, strid
         tl.store(dW2 + partial, dw2)
 
 
-def _blocks(dtype: torch.dtype) -> dict:
+def launch_config(dtype: torch.dtype) -> dict:
     """Launch options; MTA_TRITON_MIX_BLOCKS (a JSON object, e.g. '{"BLOCK_N": 256, "num_warps": 8}') overrides
     them for tuning. Defaults: the fastest of six on an H200 (Talking heads, T 4096: 4.6 ms fwd+bwd against 5.2-8.1
     ms; reports/bench/triton-mix-tune-h200.log). Float32 inputs mix in full precision; 16-bit ones in 3×TF32."""
@@ -211,7 +211,7 @@ class HeadMixAttention(torch.autograd.Function):
         lse = torch.empty(b, h, t, device=q.device, dtype=torch.float32)
         _mix_fwd[(t, b)](scores, w1p, w2p, probs, lse, h, t, 1.0 / math.sqrt(d),
                          scores.stride(0), scores.stride(1), probs.stride(0), probs.stride(1),
-                         HP=hp, HAS_PRE=w1 is not None, HAS_POST=w2 is not None, **_blocks(q.dtype))
+                         HP=hp, HAS_PRE=w1 is not None, HAS_POST=w2 is not None, **launch_config(q.dtype))
         del scores
         ctx.save_for_backward(q, k, v, lse, w1p, w2p)
         ctx.has = (w1 is not None, w2 is not None)
@@ -231,7 +231,7 @@ class HeadMixAttention(torch.autograd.Function):
         partials = torch.empty(2, b * t, hp, hp, device=q.device, dtype=torch.float32)  # dW₁, dW₂ per row
         _mix_bwd[(t, b)](scores, d_probs, lse, w1p, w2p, d_scores, probs, partials[0], partials[1], h, t,
                          1.0 / math.sqrt(d), scores.stride(0), scores.stride(1), d_scores.stride(0),
-                         d_scores.stride(1), HP=hp, HAS_PRE=has_pre, HAS_POST=has_post, **_blocks(q.dtype))
+                         d_scores.stride(1), HP=hp, HAS_PRE=has_pre, HAS_POST=has_post, **launch_config(q.dtype))
         del scores, d_probs
         dq = d_scores @ k
         dk = d_scores.transpose(-2, -1) @ q
@@ -248,28 +248,19 @@ def head_mix_attention(q, k, v, head_pre=None, head_post=None):
     return HeadMixAttention.apply(q, k, v, head_pre, w2).to(out_dtype)
 
 
-def accepts_call(options: dict) -> bool:
-    """Head mixing (pre, post or both) without key-query convolutions or dropout."""
-    mixes = options.get("head_pre") is not None or options.get("head_post") is not None
-    return (mixes and options.get("kq_pre") is None and options.get("kq_post") is None
-            and not options.get("dropout_p"))
-
-
 def triton_mix_op(q, k, v, *, kq_pre=None, head_pre=None, kq_post=None, head_post=None, pad_key="both",
                   dropout_p=0.0):
-    options = dict(kq_pre=kq_pre, head_pre=head_pre, kq_post=kq_post, head_post=head_post, dropout_p=dropout_p)
-    if not accepts_call(options):
-        return multi_token_attention(q, k, v, pad_key=pad_key, **options)
+    """`head_mix_attention` (a call `policy.mixing_only` admits: the registry checks)."""
     return head_mix_attention(q, k, v, head_pre, head_post)
 
 
-register_backend(
+register(Backend(
     "triton_mix",
     triton_mix_op,
-    priority=8,
-    supports=lambda device: device.type == "cuda",
-    accepts=accepts_call,
+    devices=("cuda",),
+    calls="calls with head mixing (head_pre and/or head_post) and no kq conv, without dropout",
+    implements=mixing_only,
     materialises=True,
-    description="head mixing only (Talking heads, the paper config's layers without kq convs): cuBLAS products "
-                "around Triton kernels that mix all heads of a query row; T x T maps only within one call",
-)
+    description="cuBLAS products around Triton kernels that mix all heads of a query row; T x T maps only within "
+                "one call",
+))

@@ -3,7 +3,7 @@
 The reference below evaluates the spec's index formulas literally, with plain Python loops over
 batch, heads, query rows i, key columns j, kernel rows a and kernel columns b, on Python floats
 (IEEE double, same as float64).  It deliberately uses no conv2d / einsum / matmul, so that it is an
-independent check of `mta_lab.attention.functional.multi_token_attention`, not a re-implementation
+independent check of `mta_lab.attention.reference.multi_token_attention`, not a re-implementation
 of its vectorised tricks.
 """
 
@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-from mta_lab.attention.functional import multi_token_attention
+from mta_lab.attention.reference import multi_token_attention
 
 TOL = 1e-10
 NEG_INF = float("-inf")

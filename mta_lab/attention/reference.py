@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mta_lab.attention.spec import PAD_KEYS
+from mta_lab.attention.spec import key_center
 
 
 def work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -32,14 +32,12 @@ def kq_conv(scores: Tensor, kernel: Tensor, pad_key: str = "both") -> Tensor:
     for pad_key="both", c_k - 1 for "left" (past keys) and 0 for "right" (later keys). Kernel row
     c_q - 1 is the current query; rows above it read earlier queries only. The caller masks the input.
     """
-    if pad_key not in PAD_KEYS:
-        raise ValueError(f"pad_key={pad_key!r}: must be one of {', '.join(PAD_KEYS)}")
     n_heads, c_q, c_k = kernel.shape
+    left = key_center(c_k, pad_key)  # checks pad_key
     if scores.shape[1] != n_heads:
         raise ValueError(f"kernel has {n_heads} heads but the scores have {scores.shape[1]}")
     if pad_key == "both" and c_k % 2 == 0:
         raise ValueError(f"pad_key='both' needs an odd c_k, got c_k={c_k}")
-    left = {"both": (c_k - 1) // 2, "left": c_k - 1, "right": 0}[pad_key]
     # F.pad order: (key left, key right, query top, query bottom).
     padded = F.pad(scores, (left, c_k - 1 - left, c_q - 1, 0))
     weight = kernel.to(scores.dtype).unsqueeze(1)  # (H, 1, c_q, c_k): one filter per head
@@ -49,7 +47,7 @@ def kq_conv(scores: Tensor, kernel: Tensor, pad_key: str = "both") -> Tensor:
 def causal_kq_conv(x: Tensor, kernel: Tensor, pad_key: str = "both") -> Tensor:
     """`kq_conv` of causal (B, H, T, T) maps: the input's strict upper triangle zeroed before (Mask_0 of step 2;
     softmax probabilities are zero there already) and the output's after (the re-zeroing of step 5; before step
-    4's -inf mask it changes nothing). Fast backends replace this function (`triton_conv.py`)."""
+    4's -inf mask it changes nothing). Fast backends replace this function (`backends/triton_conv.py`)."""
     visible = causal_mask(x.shape[-2], x.shape[-1], x.device)
     return kq_conv(x.masked_fill(~visible, 0.0), kernel, pad_key).masked_fill(~visible, 0.0)
 

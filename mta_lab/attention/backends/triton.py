@@ -2,7 +2,7 @@
 
 Computes, per (batch·head), out = softmax(scale·Q̂K̂ᵀ − C on the band, causal) V, where Q̂ and K̂ have width
 DK = c_q·d (any size: the kernels loop over it in chunks of BLOCK_K, so nothing is padded to a power of two)
-and C (T, W) is subtracted from score (i, i − δ) for 0 <= δ < W (see `stacked.py`).
+and C (T, W) is subtracted from score (i, i − δ) for 0 <= δ < W (see `decomposition.py`).
 
 Forward: FlashAttention-2 style online softmax, one program per query block, writing the row log-sum-exp.
 Backward: one program per query block recomputes the scores block by block and, from dS = P ⊙ (dP − Δ),
@@ -10,7 +10,7 @@ accumulates dQ̂ in place (the program owns its rows), dK̂ and dV with atomic a
 band (each band entry belongs to exactly one program). The matmul work equals FlashAttention's at width DK.
 
 Correct against the eager op in Triton's interpreter (TRITON_INTERPRET=1 on CPU, fp32, forward and every gradient)
-and on an H200 (fp32 and bf16, tests/unit/test_flex_backend.py). Registered as backend "triton", only where Triton
+and on an H200 (fp32 and bf16, tests/attention/backends/test_triton.py). Backend "triton", available where Triton
 is installed. Tiles from a search on the H200 (reports/bench/triton-tune-h200.log, kq_pre 6x11 at T 4096).
 """
 
@@ -23,9 +23,9 @@ import torch
 import triton
 import triton.language as tl
 
-from mta_lab.attention.backends import register_backend
-from mta_lab.attention.flex import MATERIALISE_UP_TO
-from mta_lab.attention.stacked import kq_only_op, without_dropout
+from mta_lab.attention.backends import Backend, register
+from mta_lab.attention.backends.policy import kq_pre_only
+from mta_lab.attention.decomposition import kq_conv_attention
 
 
 @triton.jit
@@ -141,10 +141,10 @@ def _band_bwd(Q, K, V, C, dO, Lse, Delta, dQ, dK, dV, dC, T, DK, DV, W, scale,
                           mask=col_ok[:, None] & k_ok[None, :])
 
 
-def _blocks(dv: int, dtype: torch.dtype, *, backward: bool) -> dict:
-    """Tile sizes and launch options of one kernel.
+def tile_config(dv: int, dtype: torch.dtype, *, backward: bool) -> dict:
+    """Tile sizes and launch options of one kernel (the forward's, or the backward's).
 
-    MTA_TRITON_BLOCKS overrides them, for tuning (reports/bench/tune_triton.py): a JSON object of kernel
+    MTA_TRITON_BLOCKS overrides them, for tuning (`mta-lab bench tune-triton`): a JSON object of kernel
     arguments ('{"BLOCK_M": 64, "num_warps": 8}', both kernels) or {"fwd": {...}, "bwd": {...}}. Float32 inputs
     multiply in full precision (not TF32), the reference's precision.
     """
@@ -177,7 +177,7 @@ class TritonBandAttention(torch.autograd.Function):
               else q2.new_zeros(b * h, t, 1, dtype=torch.float32))
         out = torch.empty_like(v2)
         lse = torch.empty(b * h, t, device=q_hat.device, dtype=torch.float32)
-        blocks = _blocks(dv, q2.dtype, backward=False)
+        blocks = tile_config(dv, q2.dtype, backward=False)
         grid = (triton.cdiv(t, blocks["BLOCK_M"]), b * h)
         _band_fwd[grid](q2, k2, v2, c2, out, lse, t, dk, dv, w, scale,
                         q2.stride(0), q2.stride(1), v2.stride(0), v2.stride(1), c2.stride(0), c2.stride(1),
@@ -196,7 +196,7 @@ class TritonBandAttention(torch.autograd.Function):
         dk_ = torch.zeros_like(dq)
         dv_ = torch.zeros(b * h, t, dv, device=q2.device, dtype=torch.float32)
         dc = torch.zeros_like(c2)
-        blocks = _blocks(dv, q2.dtype, backward=True)
+        blocks = tile_config(dv, q2.dtype, backward=True)
         grid = (triton.cdiv(t, blocks["BLOCK_M"]), b * h)
         _band_bwd[grid](q2, k2, v2, c2, do, lse, delta, dq, dk_, dv_, dc, t, dk, dv, ctx.w, ctx.scale,
                         q2.stride(0), q2.stride(1), v2.stride(0), v2.stride(1), c2.stride(0), c2.stride(1), **blocks)
@@ -207,24 +207,21 @@ class TritonBandAttention(torch.autograd.Function):
 
 @torch.compiler.disable  # a graph break under torch.compile: the kernels launch as they are
 def triton_core(q_hat, k_hat, v, correction, scale: float):
-    """`stacked.dense_core`'s function (no dropout) through the Triton kernels above."""
+    """`decomposition.dense_core`'s function (no dropout) through the Triton kernels above."""
     return TritonBandAttention.apply(q_hat, k_hat, v, correction, float(scale))
 
 
-def accepts_call(options: dict) -> bool:
-    """kq-only calls without dropout, except small ones under torch.compile: there the compiled "stacked" backend
-    is faster (880M, T 2048: 0.695x vs 0.421x the Transformer's tokens/s, reports/bench/train-h200-880m-fast.md)."""
-    small = options.get("score_elements", MATERIALISE_UP_TO + 1) <= MATERIALISE_UP_TO
-    return without_dropout(options) and not (options.get("compiling") and small)
+def triton_op(q, k, v, *, kq_pre, head_pre=None, kq_post=None, head_post=None, pad_key="both", dropout_p=0.0):
+    """`kq_conv_attention` through `triton_core` (a call `policy.kq_pre_only` admits: the registry checks)."""
+    return kq_conv_attention(q, k, v, kq_pre, pad_key, core=triton_core)
 
 
-register_backend(
+register(Backend(
     "triton",
-    kq_only_op(triton_core, accepts_call),
-    priority=12,
-    supports=lambda device: device.type == "cuda",
-    accepts=accepts_call,
-    description="pre-softmax kq conv only: the stacked decomposition in hand-written Triton kernels (width c_q·d "
-                "looped in chunks, no padding; linear memory); the fastest kq-only backend on an H200 except small "
-                "maps under torch.compile",
-)
+    triton_op,
+    devices=("cuda",),
+    calls="calls with a pre-softmax kq conv and no other option, without dropout",
+    implements=kq_pre_only,
+    description="the stacked decomposition in hand-written Triton kernels (width c_q·d looped in chunks, no "
+                "padding; linear memory)",
+))

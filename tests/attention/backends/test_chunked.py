@@ -13,9 +13,10 @@ import itertools
 import pytest
 import torch
 
-from mta_lab.attention.backends import resolve_backend
-from mta_lab.attention.chunked import _chunk_rows, chunked_multi_token_attention, default_chunk
-from mta_lab.attention.functional import multi_token_attention
+from mta_lab.attention.backends import resolve
+from mta_lab.attention.backends.chunked import _chunk_rows, chunked_multi_token_attention, default_chunk
+from mta_lab.attention.backends.policy import RULES, preference
+from mta_lab.attention.reference import multi_token_attention
 
 PAD_KEYS = ("both", "left", "right")
 NAMES = ("kq_pre", "head_pre", "kq_post", "head_post")
@@ -211,9 +212,9 @@ def test_memory_linear_in_t():
 def test_registered_and_never_auto():
     options = {"kq_pre": torch.zeros(2, 3, 5), "head_pre": None, "kq_post": None, "head_post": None,
                "dropout_p": 0.0}
-    backend = resolve_backend("chunked", "cpu", options)
-    assert backend.fn is chunked_multi_token_attention and backend.priority < 0
-    assert resolve_backend("auto", "cpu", options).name != "chunked"
+    backend = resolve("chunked", "cpu", options)
+    assert backend.fn is chunked_multi_token_attention and preference("chunked") == len(RULES)  # no rule of auto's
+    assert resolve("auto", "cpu", options).name != "chunked"
 
 
 def test_default_chunk_bounds_the_slab():

@@ -1,7 +1,7 @@
 """The "chunked" backend: the reference MTA op with memory linear in T (any device, dtype and option).
 
 Query rows are processed in chunks of `chunk` rows. Each chunk is computed exactly by the reference's own
-steps (`functional.kq_conv`, `mix_heads_pre`, `mix_heads_post`) on a slab of the score matrix, inside
+steps (`reference.kq_conv`, `mix_heads_pre`, `mix_heads_post`) on a slab of the score matrix, inside
 `torch.utils.checkpoint` (non-reentrant), so backward keeps only each chunk's output and recomputes its scores:
 the largest live tensor is B×H×(chunk + halo)×T instead of B×H×T×T.
 
@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from mta_lab.attention.backends import register_backend
-from mta_lab.attention.functional import kq_conv, mix_heads_post, mix_heads_pre, work_dtype
+from mta_lab.attention.backends import Backend, register
+from mta_lab.attention.reference import kq_conv, mix_heads_post, mix_heads_pre, work_dtype
 
 DEFAULT_CHUNK = 256
 MIN_CHUNK = 16
@@ -106,7 +106,7 @@ def chunked_multi_token_attention(
     dropout_p: float = 0.0,
     chunk: int | None = None,
 ) -> Tensor:
-    """`functional.multi_token_attention`, computed `chunk` query rows at a time with recomputation in backward.
+    """`reference.multi_token_attention`, computed `chunk` query rows at a time with recomputation in backward.
 
     chunk: query rows per chunk (None: `default_chunk(B, H, T)`). Memory: O(B·H·(chunk + halo)·T) live during
     forward or one chunk's backward, plus the (B, H, T, d) outputs; halo = (c_q - 1) of kq_post + (c_q - 1) of
@@ -139,11 +139,8 @@ def chunked_multi_token_attention(
     return torch.cat(outputs, dim=2).to(out_dtype)
 
 
-register_backend(
+register(Backend(  # never chosen by "auto" (eager is faster where it fits): pin backend=chunked for long T
     "chunked",
     chunked_multi_token_attention,
-    priority=-1,  # never chosen by "auto": eager is faster where it fits; pick backend=chunked for long T
-    supports=lambda device: True,
-    accepts=lambda options: True,
     description="linear memory in T: query chunks with halos, recomputed in backward; any option",
-)
+))

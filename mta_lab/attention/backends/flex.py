@@ -1,13 +1,13 @@
 """Fused pre-softmax key-query convolution through FlexAttention: no T × T tensor.
 
-`stacked.py` turns the convolution into attention between stacked queries Q̂ and key-convolved keys K̂ (a head
+`decomposition.py` turns the convolution into attention between stacked queries Q̂ and key-convolved keys K̂ (a head
 of width c_q·d) plus an exact correction C on a band of W diagonals. Here softmax, causal mask and values run
 in one flash-style kernel: FlexAttention with a score_mod that subtracts C on the band. Backward is
 FlexAttention's (recomputation) for Q̂, K̂, V; C's gradient -dS on the band comes from W dot products per row
 (`BandAttention`), and autograd carries it through the cheap O(T·W) pieces. Memory is linear in T.
 
 Covers calls with a pre-softmax kq conv and nothing else, without dropout (FlexAttention has none); CUDA only
-(FlexAttention has no CPU backward). Other calls go to another backend under backend=auto.
+(FlexAttention has no CPU backward). Other calls go to another backend under backend=auto (`policy.py`).
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ import os
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.attention import flex_attention as _flex_attention  # noqa: F401  (ImportError: backend unavailable)
 
-from mta_lab.attention.backends import register_backend
-from mta_lab.attention.functional import work_dtype
-from mta_lab.attention.stacked import band_scores, kq_only_op, without_dropout
+from mta_lab.attention.backends import Backend, register
+from mta_lab.attention.backends.policy import kq_pre_only
+from mta_lab.attention.decomposition import band_scores, kq_conv_attention
+from mta_lab.attention.reference import work_dtype
 
 
 @functools.lru_cache(maxsize=32)
@@ -142,7 +144,7 @@ class BandAttention(torch.autograd.Function):
 @torch.compiler.disable  # a graph break inside compiled models: FlexAttention is compiled on its own
 def flex_core(q_hat: Tensor, k_hat: Tensor, v: Tensor, correction: Tensor, scale: float, *,
               attend=flex_attend) -> Tensor:
-    """`stacked.dense_core`'s function without any T × T tensor (FlexAttention, compiled on CUDA)."""
+    """`decomposition.dense_core`'s function without any T × T tensor (FlexAttention, compiled on CUDA)."""
     if not torch.is_grad_enabled() or not any(x.requires_grad for x in (q_hat, k_hat, v, correction)):
         return attend(q_hat, k_hat, v, correction, scale)[0]
     return BandAttention.apply(q_hat, k_hat, v, correction, scale, attend)
@@ -154,33 +156,16 @@ def _eager_flex():
     return flex_attention
 
 
-# Below this many scores (B·H·T²) the materialised "stacked" backend is faster on an H200 (bf16, H 16, d 96,
-# 6x11: 47 vs 60 ms fwd+bwd at T 4096, reports/bench/attention-h200-kq_pre-32k.md) and fits easily; above it,
-# FlexAttention's linear memory wins (stacked needs ~5 float32 maps of this size).
-MATERIALISE_UP_TO = 2**29
+def flex_op(q, k, v, *, kq_pre, head_pre=None, kq_post=None, head_post=None, pad_key="both", dropout_p=0.0):
+    """`kq_conv_attention` through `flex_core` (a call `policy.kq_pre_only` admits: the registry checks)."""
+    return kq_conv_attention(q, k, v, kq_pre, pad_key, core=flex_core)
 
 
-def accepts_call(options: dict) -> bool:
-    small = options.get("score_elements", MATERIALISE_UP_TO + 1) <= MATERIALISE_UP_TO
-    return without_dropout(options) and not small
-
-
-def flex_available(device: torch.device) -> bool:
-    if device.type != "cuda":
-        return False  # FlexAttention has no CPU backward
-    try:
-        from torch.nn.attention import flex_attention  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-register_backend(
+register(Backend(
     "flex",
-    kq_only_op(flex_core, accepts_call),
-    priority=10,
-    supports=flex_available,
-    accepts=accepts_call,
-    description="pre-softmax kq conv only: stacked queries x key-convolved keys + exact band, FlexAttention "
-                "(CUDA; linear memory)",
-)
+    flex_op,
+    devices=("cuda",),
+    calls="calls with a pre-softmax kq conv and no other option, without dropout",
+    implements=kq_pre_only,
+    description="stacked queries x key-convolved keys + exact band, FlexAttention (CUDA; linear memory)",
+))

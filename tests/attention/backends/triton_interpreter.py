@@ -1,6 +1,6 @@
 """Running Triton kernels on a CPU: Triton's interpreter (TRITON_INTERPRET=1), in a subprocess because the variable
 must be set before Triton is imported. Shared by the kernel tests; on a GPU the kernels run compiled in
-test_flex_backend.py's GPU cases."""
+the GPU cases of each backend's test file."""
 
 from __future__ import annotations
 

@@ -31,9 +31,9 @@ def compile_for_hopper(fn, signature: dict, constexprs: dict) -> None:
 def test_head_mixing_kernels_compile(has_pre, has_post, io, precision):
     import torch
 
-    from mta_lab.attention.triton_mix import _blocks, _mix_bwd, _mix_fwd
+    from mta_lab.attention.backends.triton_mix import _mix_bwd, _mix_fwd, launch_config
 
-    consts = dict(HP=16, BLOCK_N=_blocks(torch.bfloat16)["BLOCK_N"], HAS_PRE=has_pre, HAS_POST=has_post,
+    consts = dict(HP=16, BLOCK_N=launch_config(torch.bfloat16)["BLOCK_N"], HAS_PRE=has_pre, HAS_POST=has_post,
                   PRECISION=precision)
     compile_for_hopper(_mix_fwd, dict(S="*fp32", W1="*fp32", W2="*fp32", P=f"*{io}", Lse="*fp32", **MIX_ARGS),
                        consts)
@@ -42,7 +42,7 @@ def test_head_mixing_kernels_compile(has_pre, has_post, io, precision):
 
 
 def test_conv_kernel_gradient_compiles():
-    from mta_lab.attention.triton_conv import _kernel_grad
+    from mta_lab.attention.backends.triton_conv import _kernel_grad
 
     compile_for_hopper(_kernel_grad, dict(G="*fp32", X="*fp32", P="*fp32", T="i32", row_off="i32", col_off="i32",
                                           n_tiles_j="i32"),
@@ -51,7 +51,7 @@ def test_conv_kernel_gradient_compiles():
 
 @pytest.mark.parametrize(("io", "precision"), [("fp32", "tf32x3"), ("bf16", "ieee")])
 def test_conv_correlation_compiles(io, precision):
-    from mta_lab.attention.triton_conv import _correlate
+    from mta_lab.attention.backends.triton_conv import _correlate
 
     compile_for_hopper(_correlate, dict(X=f"*{io}", W="*fp32", Y=f"*{io}", T="i32", row_off="i32", col_off="i32"),
                        dict(C_Q=6, C_K=11, N_HEADS=16, BLOCK_I=64, BLOCK_J=32, WIDTH=64, PRECISION=precision))
@@ -62,9 +62,9 @@ def test_conv_correlation_compiles(io, precision):
 def test_band_attention_kernels_compile(backward, io, dtype_name):
     import torch
 
-    from mta_lab.attention.triton_band import _band_bwd, _band_fwd, _blocks
+    from mta_lab.attention.backends.triton import _band_bwd, _band_fwd, tile_config
 
-    consts = {k: v for k, v in _blocks(96, getattr(torch, dtype_name), backward=backward).items()
+    consts = {k: v for k, v in tile_config(96, getattr(torch, dtype_name), backward=backward).items()
               if k not in ("num_warps", "num_stages")}
     sizes = dict(T="i32", DK="i32", DV="i32", W="i32", scale="fp32", stride_qb="i32", stride_qt="i32",
                  stride_vb="i32", stride_vt="i32", stride_cb="i32", stride_ct="i32")

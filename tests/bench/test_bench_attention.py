@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mta_lab.attention import backends as registry
-from mta_lab.attention import functional
+from mta_lab.attention import reference
 from mta_lab.cli import main
 
 TINY = ["seq_lens=16,32", "heads=2", "head_dim=8", "dtype=fp32", "device=cpu", "warmup=1", "iters=2", "plot=false"]
@@ -52,7 +52,7 @@ def test_every_config_has_sdpa_and_eager_rows_at_every_length(report):
                 assert len(row["fwd_samples_ms"]) == 2
                 assert f"| {seq_len} | {backend} |" in markdown
     # Any other registered backend that runs on CPU and accepts the config is in the table too (or recorded).
-    cpu_backends = {b.name for b in registry.backends() if b.supports(torch.device("cpu"))}
+    cpu_backends = {b.name for b in registry.backends() if b.runs_on("cpu")}
     assert {r["backend"] for r in rows} <= cpu_backends | {"sdpa"}
 
 
@@ -93,10 +93,10 @@ def test_goals_are_listed(report):
 
 def test_registered_backends_are_picked_up_and_filtered_by_accepts(tmp_path, monkeypatch, capsys):
     def off_by_a_little(q, k, v, **options):
-        return functional.multi_token_attention(q, k, v, **options) * 1.001
+        return reference.multi_token_attention(q, k, v, **options) * 1.001
 
     monkeypatch.setitem(registry._REGISTRY, "test_fake", registry.Backend(
-        "test_fake", off_by_a_little, -1, lambda device: True, "test", lambda options: options["kq_post"] is None))
+        "test_fake", off_by_a_little, "test", implements=lambda options: options["kq_post"] is None))
     assert main(["bench", "attention", *TINY, "configs=kq_pre,paper", "backends=all", f"out={tmp_path}",
                  "tag=fake"]) == 0
     rows = json.loads((tmp_path / "fake.json").read_text())["results"]
@@ -115,7 +115,7 @@ def test_a_failing_backend_is_recorded_not_fatal(tmp_path, monkeypatch):
         raise RuntimeError("kernel exploded")
 
     monkeypatch.setitem(registry._REGISTRY, "test_broken", registry.Backend(
-        "test_broken", broken, -1, lambda device: True, "test", lambda options: True))
+        "test_broken", broken, "test"))
     assert main(["bench", "attention", *TINY, "configs=kq_pre", "backends=sdpa,eager,test_broken",
                  f"out={tmp_path}", "tag=broken"]) == 0
     rows = json.loads((tmp_path / "broken.json").read_text())["results"]

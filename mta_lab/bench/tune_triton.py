@@ -1,6 +1,7 @@
-"""Tile search for the `triton` backend's kernels (attention/triton_band.py) on one GPU, with a correctness check.
+"""Tile search for the `triton` backend's kernels (attention/backends/triton.py) on one GPU, with a correctness
+check.
 
-    python reports/bench/tune_triton.py [--seq-lens 1024,4096] [--out reports/bench/triton-tune-h200.json]
+    mta-lab bench tune-triton [--seq-lens 1024,4096] [--out reports/bench/triton-tune-h200.json]
 
 For each shape (the kq_pre bench's B 1, H 16, d 96, c_q 6 → width 576, W 10; and the toy task's H 2, d 128, c_q 2,
 W 12), times forward and forward+backward of `TritonBandAttention` for every tile candidate against SDPA at
@@ -15,15 +16,14 @@ import itertools
 import json
 import math
 import os
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
 import triton.testing
 
-from mta_lab.attention import triton_band
-from mta_lab.attention.stacked import dense_core
+from mta_lab.attention.backends.triton import triton_core
+from mta_lab.attention.decomposition import dense_core
 
 SHAPES = {  # name: (heads, head_dim d, c_q, W)
     "kq_pre 6x11": (16, 96, 6, 10),
@@ -65,12 +65,12 @@ def run_candidate(blocks: dict, backward: bool, args, grad, ref):
     os.environ["MTA_TRITON_BLOCKS"] = json.dumps({"bwd" if backward else "fwd": blocks})
     try:
         scale = 1.0 / math.sqrt(args[2].shape[-1])
-        out = triton_band.triton_core(*args, scale)
+        out = triton_core(*args, scale)
         grads = torch.autograd.grad(out, args, grad)
         errs = {name: rel(a, e) for name, a, e in zip(("out", "q", "k", "v", "corr"), (out, *grads), ref, strict=True)}
-        fwd = triton.testing.do_bench(lambda: triton_band.triton_core(*args, scale), warmup=5, rep=40)
+        fwd = triton.testing.do_bench(lambda: triton_core(*args, scale), warmup=5, rep=40)
         total = triton.testing.do_bench(
-            lambda: torch.autograd.grad(triton_band.triton_core(*args, scale), args, grad), warmup=5, rep=40)
+            lambda: torch.autograd.grad(triton_core(*args, scale), args, grad), warmup=5, rep=40)
         return {"fwd_ms": fwd, "total_ms": total, "errors": errs}
     except Exception as err:  # noqa: BLE001 - record and go on
         return {"error": f"{type(err).__name__}: {str(err)[:300]}"}
@@ -81,14 +81,15 @@ def run_candidate(blocks: dict, backward: bool, args, grad, ref):
             os.environ["MTA_TRITON_BLOCKS"] = previous
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mta-lab bench tune-triton", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seq-lens", default="4096")
     parser.add_argument("--shapes", default=",".join(SHAPES))
     parser.add_argument("--out", default="reports/bench/triton-tune.json")
     parser.add_argument("--best-out", help="write the best tiles as MTA_TRITON_BLOCKS JSON here")
     parser.add_argument("--budget-s", type=float, default=240.0, help="stop searching a shape after this long")
-    opts = parser.parse_args()
+    opts = parser.parse_args(argv)
     results = []
     for shape in opts.shapes.split(","):
         heads, d, c_q, w = SHAPES[shape]
@@ -135,7 +136,3 @@ def main() -> int:
         with open(opts.best_out, "w") as fh:
             json.dump(best_env, fh)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

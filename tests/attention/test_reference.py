@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mta_lab.attention.functional import kq_conv, multi_token_attention
+from mta_lab.attention.reference import kq_conv, multi_token_attention
 from mta_lab.attention.spec import key_center
 
 B, H, T, D = 2, 4, 11, 8

@@ -14,11 +14,10 @@ for c > r), so F differs from the spec's S' only where the kernel window reaches
 which needs only the W "future" local scores L[r, m] = q_r · k_{r+m} / √d, m = 1..W, of every row
 (T × W dot products).
 
-This module holds the decomposition and the "stacked" backend, which runs it with materialised scores (a
-matrix product on tensor cores instead of a depthwise convolution over B×H×T×T maps; dropout supported). For
-calls that also mix heads or convolve after the softmax (the paper's config), the stacked S' replaces steps 1-2
-and the reference runs steps 3-8 on it. `flex.py` and `triton_band.py` run the kq-only decomposition without
-any T × T tensor.
+This module holds the decomposition, shared by the backends and owned by none: "stacked" runs it with
+materialised scores (`dense_core`), "flex" and "triton" without any T × T tensor (their own cores), and for calls
+that also mix heads or convolve after the softmax (the paper's config) "stacked" and "triton_conv" use the stacked
+S' for steps 1-2 (`kq_pre_scores`).
 """
 
 
@@ -31,21 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mta_lab.attention.backends import register_backend
-from mta_lab.attention.functional import causal_kq_conv, materialised_attention, multi_token_attention, work_dtype
-from mta_lab.attention.spec import PAD_KEYS
-
-
-def key_offset(c_k: int, pad_key: str) -> int:
-    """o: the kernel column b reads key j - o + b (functional.kq_conv's `left`)."""
-    if pad_key not in PAD_KEYS:
-        raise ValueError(f"pad_key={pad_key!r}: must be one of {', '.join(PAD_KEYS)}")
-    return {"both": (c_k - 1) // 2, "left": c_k - 1, "right": 0}[pad_key]
+from mta_lab.attention.reference import work_dtype
+from mta_lab.attention.spec import key_center
 
 
 def band_width(c_q: int, c_k: int, pad_key: str) -> int:
     """W: diagonals 0..W-1 (j = i - δ) where the mask inside the convolution matters."""
-    return (c_q - 1) + (c_k - 1 - key_offset(c_k, pad_key))
+    return (c_q - 1) + (c_k - 1 - key_center(c_k, pad_key))
 
 
 def stacked_queries(q: Tensor, c_q: int) -> Tensor:
@@ -59,7 +50,7 @@ def convolved_keys(k: Tensor, kernel: Tensor, pad_key: str) -> Tensor:
     """K̂ (B, H, T, c_q·d): block a holds K̃_a[j] = Σ_b θ[h, a, b] k_{j-o+b}, as one depthwise conv1d over time."""
     b, h, t, d = k.shape
     _, c_q, c_k = kernel.shape
-    left = key_offset(c_k, pad_key)
+    left = key_center(c_k, pad_key)
     x = F.pad(k.transpose(2, 3).reshape(b, h * d, t), (left, c_k - 1 - left))  # (B, H·d, T + c_k - 1)
     # One group per (head, channel) with c_q outputs, each a kernel row of that head.
     weight = kernel.to(k.dtype)[:, None].expand(h, d, c_q, c_k).reshape(h * d * c_q, 1, c_k)
@@ -70,7 +61,7 @@ def convolved_keys(k: Tensor, kernel: Tensor, pad_key: str) -> Tensor:
 @functools.lru_cache(maxsize=64)
 def _band_index(c_q: int, c_k: int, pad_key: str, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """Index maps for G[α, m, δ] = θ[c_q-1-α, m+o+δ-α] on the terms that cross the diagonal (m >= 1)."""
-    o, w = key_offset(c_k, pad_key), band_width(c_q, c_k, pad_key)
+    o, w = key_center(c_k, pad_key), band_width(c_q, c_k, pad_key)
     alpha = torch.arange(c_q).view(c_q, 1, 1)
     m = torch.arange(1, w + 1).view(1, w, 1)
     delta = torch.arange(w).view(1, 1, w)
@@ -135,57 +126,7 @@ def kq_conv_attention(q: Tensor, k: Tensor, v: Tensor, kernel: Tensor, pad_key: 
 
 def kq_pre_scores(q: Tensor, k: Tensor, kernel: Tensor, pad_key: str) -> Tensor:
     """Steps 1-2 (S' = the masked, convolved scores, zero above the diagonal) as the stacked matrix product: what
-    `functional.materialised_attention` needs from this module for calls that also mix heads or convolve after
+    `reference.materialised_attention` needs from this module for calls that also mix heads or convolve after
     the softmax."""
     q_hat, k_hat = stacked_queries(q, kernel.shape[1]), convolved_keys(k, kernel, pad_key)
     return band_scores(q_hat, k_hat, band_correction(q, k, kernel, pad_key), 1.0 / math.sqrt(q.shape[-1]), above=0.0)
-
-
-def has_kq_pre(options: dict) -> bool:
-    """The call has a pre-softmax kq conv (whatever else it has): the part the stacked product replaces."""
-    return options.get("kq_pre") is not None
-
-
-def stacked_op(q, k, v, *, kq_pre=None, head_pre=None, kq_post=None, head_post=None, pad_key="both", dropout_p=0.0):
-    """The "stacked" backend: kq-only calls as one wide-head attention (`dense_core`); calls that also mix heads
-    or convolve after the softmax run the reference steps 3-8 on the stacked S'; calls without kq_pre, eager."""
-    options = dict(kq_pre=kq_pre, head_pre=head_pre, kq_post=kq_post, head_post=head_post, dropout_p=dropout_p)
-    if only_kq_pre(options):
-        return kq_conv_attention(q, k, v, kq_pre, pad_key, core=dense_core, dropout_p=dropout_p)
-    return materialised_attention(q, k, v, pad_key=pad_key, conv=causal_kq_conv,
-                                  pre_scores=kq_pre_scores if kq_pre is not None else None, **options)
-
-
-def only_kq_pre(options: dict) -> bool:
-    """The call has a pre-softmax kq conv and no head mixing or post-softmax conv."""
-    return (options.get("kq_pre") is not None and options.get("head_pre") is None
-            and options.get("kq_post") is None and options.get("head_post") is None)
-
-
-def without_dropout(options: dict) -> bool:
-    """`only_kq_pre` for cores that have no dropout (FlexAttention, the Triton kernels)."""
-    return only_kq_pre(options) and not options.get("dropout_p")
-
-
-def kq_only_op(core, accepts):
-    """A backend op: `kq_conv_attention` through `core` for the calls `accepts` admits, the eager op otherwise."""
-
-    def op(q, k, v, *, kq_pre=None, head_pre=None, kq_post=None, head_post=None, pad_key="both", dropout_p=0.0):
-        options = dict(kq_pre=kq_pre, head_pre=head_pre, kq_post=kq_post, head_post=head_post, dropout_p=dropout_p)
-        if not accepts(options):
-            return multi_token_attention(q, k, v, pad_key=pad_key, **options)
-        return kq_conv_attention(q, k, v, kq_pre, pad_key, core=core, **({"dropout_p": dropout_p} if dropout_p else {}))
-
-    return op
-
-
-register_backend(
-    "stacked",
-    stacked_op,
-    priority=5,
-    supports=lambda device: True,
-    accepts=has_kq_pre,
-    materialises=True,
-    description="any call with a pre-softmax kq conv: stacked queries x key-convolved keys + exact band as one "
-                "matrix product (materialised scores, dropout; any device); the rest of the op as eager",
-)

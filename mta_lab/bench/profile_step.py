@@ -1,7 +1,7 @@
 """Where one training step of a model's time goes on a GPU: torch.profiler over a few steps of `mta-lab bench
 train`'s loop (random tokens, AdamW, bf16 autocast), the kernels sorted by their own CUDA time.
 
-    python reports/bench/profile_step.py [--model 880m] [--attention mta] [--batch 2] [--seq-len 2048] [--compile]
+    mta-lab bench profile [--model 880m] [--attention mta] [--batch 2] [--seq-len 2048] [--compile]
 
 `--attention` takes a preset or PRESET@BACKEND, as `bench train` does.
 """
@@ -9,7 +9,6 @@ train`'s loop (random tokens, AdamW, bf16 autocast), the kernels sorted by their
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
 import torch.nn.functional as F
@@ -22,8 +21,9 @@ from mta_lab.train.config import OptimConfig
 from mta_lab.train.optim import build_optimizer
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mta-lab bench profile", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="880m")
     parser.add_argument("--attention", default="mta")
     parser.add_argument("--batch", type=int, default=2)
@@ -31,7 +31,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--rows", type=int, default=30)
-    opts = parser.parse_args()
+    opts = parser.parse_args(argv)
     config = load_model_preset(opts.model, max_seq_len=opts.seq_len)
     model = build_model(config, attention_spec(opts.attention)).cuda()
     if opts.compile:
@@ -58,7 +58,3 @@ def main() -> int:
           f"{opts.steps} steps", flush=True)
     print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=opts.rows, max_name_column_width=70))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

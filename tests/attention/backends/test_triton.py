@@ -1,20 +1,23 @@
-"""The hand-written Triton kernels of the stacked kq-conv attention (`attention/triton_band.py`) against eager.
+"""The hand-written Triton kernels of the stacked kq-conv attention (`attention/backends/triton.py`) against eager.
 
 Where Triton is installed but no GPU is, the kernels run in Triton's interpreter (TRITON_INTERPRET=1, which
 must be set before Triton is imported, hence a subprocess); the interpreter needs numpy < 2.3. On a GPU they
-run compiled in `test_flex_backend.py`'s GPU cases (backend "triton"). Without Triton this file skips.
+run compiled in the GPU cases below (backend "triton"). Without Triton the interpreter test skips.
 """
 
 from __future__ import annotations
 
 import pytest
+from attention_cases import GPU_CASES, assert_kq_backend_on_gpu_matches_eager, needs_cuda
 from triton_interpreter import SKIP, run_interpreted
+
+from mta_lab.attention.backends import backend_names
 
 CHECK = r"""
 import json, torch
-from mta_lab.attention.functional import multi_token_attention
-from mta_lab.attention.stacked import kq_conv_attention
-from mta_lab.attention.triton_band import triton_core
+from mta_lab.attention.reference import multi_token_attention
+from mta_lab.attention.decomposition import kq_conv_attention
+from mta_lab.attention.backends.triton import triton_core
 
 def rel(a, b):
     return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
@@ -44,3 +47,10 @@ def test_triton_kernels_match_eager_in_the_interpreter():
     assert set(worst) == {"out", "q", "k", "v", "kernel"}
     for name, err in worst.items():
         assert err < 1e-5, (name, err)
+
+
+@needs_cuda
+@pytest.mark.skipif("triton" not in backend_names(), reason="Triton is not installed")
+@pytest.mark.parametrize(("shape", "kernel", "dtype"), GPU_CASES)
+def test_triton_on_gpu_matches_eager(shape, kernel, dtype):
+    assert_kq_backend_on_gpu_matches_eager(shape, kernel, dtype, "triton")

@@ -1,7 +1,7 @@
 """The key-query convolution of materialised (B, H, T, T) maps on tensor cores: backend "triton_conv" (the paper
 config's layers with a post-softmax conv, on CUDA).
 
-The function is the reference's (`functional.causal_kq_conv`):
+The function is the reference's (`reference.causal_kq_conv`):
 
     y[i, j] = Σ_{a, b} θ[h, a, b] · x̄[i - (c_q - 1) + a, j - o + b]   for j <= i, 0 above the diagonal,
     x̄ = x with its strict upper triangle zeroed (zero padded outside [0, T)).
@@ -19,8 +19,9 @@ tap-unrolled Triton version took 60 ms for the forward). Relative error to cuDNN
 and ~1e-5 (kernel gradient).
 
 The backend runs the reference's materialised steps with this convolution after the softmax and the "stacked"
-matrix product for steps 1-2 (`stacked.kq_pre_scores`). Exact: checked against the reference in Triton's
-interpreter (fp32, every gradient, tests/unit/test_triton_conv.py) and on an H200 (tests/unit/test_flex_backend.py).
+matrix product for steps 1-2 (`decomposition.kq_pre_scores`). Exact: checked against the reference in Triton's
+interpreter (fp32, every gradient, tests/attention/backends/test_triton_conv.py) and on an H200 (the GPU tests
+beside it).
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ import torch
 import triton
 import triton.language as tl
 
-from mta_lab.attention.backends import register_backend
-from mta_lab.attention.functional import materialised_attention
-from mta_lab.attention.stacked import key_offset, kq_pre_scores
+from mta_lab.attention.backends import Backend, register
+from mta_lab.attention.decomposition import kq_pre_scores
+from mta_lab.attention.reference import materialised_attention
+from mta_lab.attention.spec import key_center
 
 
 @triton.jit
@@ -115,8 +117,10 @@ def _correlate_blocks(x: torch.Tensor, c_k: int) -> dict:
     return {**blocks, "WIDTH": width, "PRECISION": "tf32x3" if x.dtype == torch.float32 else "ieee"}
 
 
-def _correlate_call(x: torch.Tensor, weight: torch.Tensor, row_off: int, col_off: int) -> torch.Tensor:
-    """`_correlate` over (B, H, T, T) maps x with a (H, c_q, c_k) float32 weight."""
+def correlate_maps(x: torch.Tensor, weight: torch.Tensor, row_off: int, col_off: int) -> torch.Tensor:
+    """Y[i, j] = Σ_{a,b} W[h, a, b] · X̄[i + a - row_off, j + b - col_off] on the lower triangle (the `_correlate`
+    kernel) over (B, H, T, T) maps x with a (H, c_q, c_k) float32 weight: the convolution's forward with
+    (row_off, col_off) = (c_q - 1, o), its input gradient with the flipped weight and (0, c_k - 1 - o)."""
     y = torch.empty_like(x)
     b, h, t, _ = x.shape
     blocks = _correlate_blocks(x, weight.shape[2])
@@ -126,7 +130,7 @@ def _correlate_call(x: torch.Tensor, weight: torch.Tensor, row_off: int, col_off
     return y
 
 
-def _kernel_grad_call(grad: torch.Tensor, x: torch.Tensor, c_q: int, c_k: int, key_offset: int) -> torch.Tensor:
+def kernel_grad_maps(grad: torch.Tensor, x: torch.Tensor, c_q: int, c_k: int, key_offset: int) -> torch.Tensor:
     """dθ (H, c_q, c_k), float32: per-tile partial sums of the kernel, summed over tiles and batch by torch."""
     b, h, t, _ = x.shape
     blocks = _correlate_blocks(x, c_k)
@@ -147,27 +151,27 @@ class CausalKQConv(torch.autograd.Function):
         weight = kernel.detach().to(x.dtype).contiguous()
         ctx.save_for_backward(x, weight)
         ctx.pad_key = pad_key
-        return _correlate_call(x, weight, weight.shape[1] - 1, key_offset(weight.shape[2], pad_key))
+        return correlate_maps(x, weight, weight.shape[1] - 1, key_center(weight.shape[2], pad_key))
 
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         _, c_q, c_k = weight.shape
-        o = key_offset(c_k, ctx.pad_key)
+        o = key_center(c_k, ctx.pad_key)
         grad = grad.to(x.dtype).contiguous()  # both kernels read it on its lower triangle only (the re-zeroing)
         grad_x = grad_kernel = None
         if ctx.needs_input_grad[0]:
             # dx[i', j'] = Σ θ[a, b] G[i' + (c_q-1) - a, j' + o - b]: the flipped kernel, offsets (0, c_k-1-o);
             # G is read on its lower triangle and dx kept on x's (the masks of the definition).
-            grad_x = _correlate_call(grad, weight.float().flip(1, 2).contiguous(), 0, c_k - 1 - o)
+            grad_x = correlate_maps(grad, weight.float().flip(1, 2).contiguous(), 0, c_k - 1 - o)
         if ctx.needs_input_grad[1]:
-            grad_kernel = _kernel_grad_call(grad, x, c_q, c_k, o)
+            grad_kernel = kernel_grad_maps(grad, x, c_q, c_k, o)
         return grad_x, grad_kernel, None
 
 
 @torch.compiler.disable  # a graph break under torch.compile: the kernels launch as they are
 def causal_kq_conv_triton(x: torch.Tensor, kernel: torch.Tensor, pad_key: str = "both") -> torch.Tensor:
-    """`functional.causal_kq_conv` (same arguments and result) with the Triton kernel gradient; CUDA tensors."""
+    """`reference.causal_kq_conv` (same arguments and result) with the Triton kernel gradient; CUDA tensors."""
     n_heads, _, c_k = kernel.shape
     if x.shape[1] != n_heads:
         raise ValueError(f"kernel has {n_heads} heads but the maps have {x.shape[1]}")
@@ -190,13 +194,13 @@ def triton_conv_op(q, k, v, *, kq_pre=None, head_pre=None, kq_post=None, head_po
                                   pre_scores=kq_pre_scores if kq_pre is not None else None)
 
 
-register_backend(
+register(Backend(
     "triton_conv",
     triton_conv_op,
-    priority=6,  # above "stacked" for calls with a post-softmax conv (the paper config's kq layers)
-    supports=lambda device: device.type == "cuda",
-    accepts=has_kq_post,
+    devices=("cuda",),
+    calls="calls with a post-softmax kq conv (with any other option, dropout included)",
+    implements=has_kq_post,
     materialises=True,
-    description="calls with a post-softmax kq conv (the paper config's kq layers): materialised maps, the stacked "
-                "S' before the softmax, cuDNN conv forward/input grad and a Triton kernel grad after it",
-)
+    description="materialised maps, the stacked S' before the softmax, cuDNN conv forward/input grad and a Triton "
+                "kernel grad after it",
+))
