@@ -1,7 +1,6 @@
 """The attention library: one validated spec, the reference op, its backends, the layers and their decoding cache."""
 
 from mta_lab.attention.decoding import DecodeCache, LayerCache
-from mta_lab.attention.reference import multi_token_attention
 from mta_lab.attention.layers import (
     AttentionBase,
     DiffAttention,

@@ -59,14 +59,8 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mta-lab bench conv-parts", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--heads", type=int, default=16)
-    parser.add_argument("--seq-lens", default="2048,4096")
-    parser.add_argument("--kernel", default="6x11")
-    opts = parser.parse_args(argv)
+def run(opts: argparse.Namespace) -> int:
+    """The tool with the options `mta-lab bench` parsed (commands/bench.py defines them)."""
     c_q, c_k = map(int, opts.kernel.split("x"))
     for t in map(int, opts.seq_lens.split(",")):
         measure(opts.batch, opts.heads, t, c_q, c_k)

@@ -21,17 +21,8 @@ from mta_lab.train.config import OptimConfig
 from mta_lab.train.optim import build_optimizer
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mta-lab bench profile", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="880m")
-    parser.add_argument("--attention", default="mta")
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--seq-len", type=int, default=2048)
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--rows", type=int, default=30)
-    opts = parser.parse_args(argv)
+def run(opts: argparse.Namespace) -> int:
+    """The tool with the options `mta-lab bench` parsed (commands/bench.py defines them)."""
     config = load_model_preset(opts.model, max_seq_len=opts.seq_len)
     model = build_model(config, attention_spec(opts.attention)).cuda()
     if opts.compile:

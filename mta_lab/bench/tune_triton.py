@@ -81,17 +81,11 @@ def run_candidate(blocks: dict, backward: bool, args, grad, ref):
             os.environ["MTA_TRITON_BLOCKS"] = previous
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mta-lab bench tune-triton", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seq-lens", default="4096")
-    parser.add_argument("--shapes", default=",".join(SHAPES))
-    parser.add_argument("--out", default="reports/bench/triton-tune.json")
-    parser.add_argument("--best-out", help="write the best tiles as MTA_TRITON_BLOCKS JSON here")
-    parser.add_argument("--budget-s", type=float, default=240.0, help="stop searching a shape after this long")
-    opts = parser.parse_args(argv)
+def run(opts: argparse.Namespace) -> int:
+    """The tool with the options `mta-lab bench` parsed (commands/bench.py defines them)."""
+    shapes = opts.shapes.split(",") if opts.shapes else list(SHAPES)
     results = []
-    for shape in opts.shapes.split(","):
+    for shape in shapes:
         heads, d, c_q, w = SHAPES[shape]
         for t in map(int, opts.seq_lens.split(",")):
             args = inputs(heads, d, c_q, w, t)
@@ -122,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             with open(opts.out, "w") as fh:
                 json.dump(results, fh, indent=1)
     best_env: dict = {}  # MTA_TRITON_BLOCKS for the first shape at its longest T
-    for shape in opts.shapes.split(","):
+    for shape in shapes:
         for phase in ("fwd", "bwd"):
             ok = [r for r in results if r["shape"] == shape and r["phase"] == phase and "error" not in r
                   and max(r["errors"].values()) < 2e-2]
@@ -130,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             for t in sorted({r["T"] for r in ok}):
                 best = min((r for r in ok if r["T"] == t), key=lambda r: r[key])
                 print(f"BEST {shape} T={t} {phase}: {best['blocks']} {key}={best[key]:.3f}", flush=True)
-                if shape == opts.shapes.split(",")[0]:
+                if shape == shapes[0]:
                     best_env[phase] = best["blocks"]
     if opts.best_out:
         with open(opts.best_out, "w") as fh:

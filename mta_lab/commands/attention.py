@@ -113,6 +113,8 @@ SITUATIONS = (("large map", {}), ("small map", {"small": True}), ("small map, co
 def show_backends(args: argparse.Namespace) -> int:
     import json
 
+    import torch
+
     from mta_lab.attention.backends import backends, unavailable, why_not
     from mta_lab.attention.backends.policy import MATERIALISE_UP_TO
 

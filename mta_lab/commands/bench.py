@@ -50,19 +50,47 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                "JSON is saved after every sequence length, without the plot).")
     rewrite.add_argument("files", nargs="+", type=Path, metavar="FILE.json")
     rewrite.set_defaults(handler=run_rewrite)
-    for name, (_, summary) in GPU_TOOLS.items():
-        # The tool parses its own options (`mta-lab bench NAME --help`), so that its module (torch, Triton) is
-        # imported only when it runs: this parser takes every argument as given ("-" is not an option prefix here).
-        tool = kinds.add_parser(name, help=summary, add_help=False, prefix_chars="+")
-        tool.add_argument("options", nargs=argparse.REMAINDER)
+    for name, (_, summary, add_options) in GPU_TOOLS.items():
+        # The options live here, so that `--help` imports no torch; the tool's module runs them (needs CUDA).
+        tool = kinds.add_parser(name, help=summary, description=summary)
+        add_options(tool)
         tool.set_defaults(handler=run_gpu_tool, tool=name)
 
 
-# name: (module under mta_lab.bench with main(argv), what it does). Each needs a CUDA GPU.
+def tune_triton_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seq-lens", default="4096", help="comma-separated sequence lengths (default: 4096)")
+    parser.add_argument("--shapes", help="comma-separated names of mta_lab/bench/tune_triton.py's SHAPES "
+                        "(default: all)")
+    parser.add_argument("--out", default="reports/bench/triton-tune.json", help="every candidate's timings (JSON)")
+    parser.add_argument("--best-out", help="write the best tiles as MTA_TRITON_BLOCKS JSON here")
+    parser.add_argument("--budget-s", type=float, default=240.0, help="stop searching a shape after this long")
+
+
+def conv_parts_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--heads", type=int, default=16)
+    parser.add_argument("--seq-lens", default="2048,4096", help="comma-separated sequence lengths")
+    parser.add_argument("--kernel", default="6x11", help="c_q x c_k of the convolution (default: 6x11)")
+
+
+def profile_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="880m", help="model preset (default: 880m)")
+    parser.add_argument("--attention", default="mta", help="attention preset or PRESET@BACKEND (default: mta)")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--seq-len", type=int, default=2048)
+    parser.add_argument("--steps", type=int, default=3, help="profiled steps (after 3 warm-up steps)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each block")
+    parser.add_argument("--rows", type=int, default=30, help="kernels shown")
+
+
+# name: (module under mta_lab.bench with run(opts), what it does, its options). Each needs a CUDA GPU.
 GPU_TOOLS = {
-    "tune-triton": ("tune_triton", "tile search for the triton backend's kernels, with a correctness check (GPU)"),
-    "conv-parts": ("conv_parts", "the kq convolution's pieces: cuDNN against the triton_conv kernels (GPU)"),
-    "profile": ("profile_step", "one training step under torch.profiler, kernels by CUDA time (GPU)"),
+    "tune-triton": ("tune_triton", "tile search for the triton backend's kernels, with a correctness check (GPU)",
+                    tune_triton_options),
+    "conv-parts": ("conv_parts", "the kq convolution's pieces: cuDNN against the triton_conv kernels (GPU)",
+                   conv_parts_options),
+    "profile": ("profile_step", "one training step under torch.profiler, kernels by CUDA time (GPU)",
+                profile_options),
 }
 
 
@@ -71,11 +99,10 @@ def run_gpu_tool(args: argparse.Namespace) -> int:
 
     import torch
 
-    if not torch.cuda.is_available() and not {"-h", "--help"} & set(args.options):
-        raise ValueError(f"mta-lab bench {args.tool} needs a CUDA GPU, and torch sees none here; run it on a GPU "
+    if not torch.cuda.is_available():
+        raise UsageError(f"mta-lab bench {args.tool} needs a CUDA GPU, and torch sees none here; run it on a GPU "
                          "machine")
-    module = importlib.import_module(f"mta_lab.bench.{GPU_TOOLS[args.tool][0]}")
-    return module.main(args.options)
+    return importlib.import_module(f"mta_lab.bench.{GPU_TOOLS[args.tool][0]}").run(args)
 
 
 def parse_options(items: list[str]) -> dict:

@@ -15,7 +15,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a model (default: the tiny model on the embedded corpus, CPU, about a minute)",
         description="Train one run. Overrides use Hydra's grammar, e.g. `mta-lab train attention=mta "
-        "train.max_steps=500`, `mta-lab train experiment=toy attention=toy_mta_n5`, `mta-lab train resume=auto name=NAME`. "
+        "train.max_steps=500`, `mta-lab train experiment=toy attention=toy_mta_n5`, "
+        "`mta-lab train resume=auto name=NAME`. "
         "Config groups: model, attention, data, optim, train, trainer, tracking, experiment (see conf/).",
     )
     parser.add_argument("overrides", nargs="*", metavar="OVERRIDE", help="Hydra overrides (key=value)")
