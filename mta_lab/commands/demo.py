@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from mta_lab.sweep.spec import SweepSpec
     from mta_lab.sweep.status import counts
     from mta_lab.sweep.study import create, tracking_of
+    from mta_lab.tracking.experiments import experiment_page
 
     quiet_third_party()
     console = Console()
@@ -93,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
     path = write_report(report, args.out)
     print_summary(report, console, full_report=f"{path}/report.md")  # 80 columns; the full table is in the file
     console.print(f"\nreport: {path}/ (report.md, report.html with the plots, report.tex, CSV, PNG, meta.json)")
-    console.print(f"MLflow: mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000, experiment "
-                  f"'{experiment}')")
+    # Commands and links on one line each (soft wrap), so that they copy whole from a narrow terminal or a log.
+    console.print(f"MLflow: mlflow ui --backend-store-uri {uri}", highlight=False, soft_wrap=True)
+    console.print(f"        then open {experiment_page(uri, experiment)} (experiment '{experiment}', its runs)",
+                  highlight=False, soft_wrap=True)
     console.print(f"sweep:  mta-lab sweep status {args.sweep} --dir {sweep.sweep_dir}")
     return 0
