@@ -42,11 +42,13 @@ def run(args: argparse.Namespace) -> int:
     from mta_lab.quiet import quiet_third_party
     from mta_lab.report.build import ablation_report
     from mta_lab.report.collect import RunQuery
-    from mta_lab.report.render import preview, write_report
+    from mta_lab.report.console import print_summary
+    from mta_lab.report.render import write_report
     from mta_lab.sweep.local import run_local
     from mta_lab.sweep.spec import SweepSpec
     from mta_lab.sweep.status import counts
     from mta_lab.sweep.study import create, tracking_of
+    from mta_lab.tracking.experiments import experiment_page
 
     quiet_third_party()
     console = Console()
@@ -92,9 +94,11 @@ def run(args: argparse.Namespace) -> int:
                              name="demo")
     report.notes.append(SCOPE_NOTE)
     path = write_report(report, args.out)
-    preview(report, console)
+    print_summary(report, console, full_report=f"{path}/report.md")  # 80 columns; the full table is in the file
     console.print(f"\nreport: {path}/ (report.md, report.html with the plots, report.tex, CSV, PNG, meta.json)")
-    console.print(f"MLflow: mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000, experiment "
-                  f"'{experiment}')")
+    # Commands and links on one line each (soft wrap), so that they copy whole from a narrow terminal or a log.
+    console.print(f"MLflow: mlflow ui --backend-store-uri {uri}", highlight=False, soft_wrap=True)
+    console.print(f"        then open {experiment_page(uri, experiment)} (experiment '{experiment}', its runs)",
+                  highlight=False, soft_wrap=True)
     console.print(f"sweep:  mta-lab sweep status {args.sweep} --dir {sweep.sweep_dir}")
     return 0

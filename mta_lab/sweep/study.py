@@ -93,15 +93,12 @@ def _load_study(spec: SweepSpec, storage) -> optuna.Study:
 def _parent_run(spec: SweepSpec, uri: str, experiment: str, sweep_dir: Path) -> str:
     from mlflow.tracking import MlflowClient
 
+    from mta_lab.tracking.experiments import get_or_create_experiment
     from mta_lab.tracking.mlflow_run import check_reachable, default_artifact_location, git_sha
 
     check_reachable(uri)
     client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        exp_id = client.create_experiment(experiment, artifact_location=default_artifact_location(uri))
-    else:
-        exp_id = exp.experiment_id
+    exp_id = get_or_create_experiment(client, experiment, default_artifact_location(uri))
     existing = client.search_runs([exp_id], filter_string=f"tags.`mta.sweep` = '{spec.name}' and "
                                   "tags.`mta.role` = 'sweep'", max_results=1)
     if existing:

@@ -1,1 +1,2 @@
-"""MLflow conventions: explicit URIs, runs with the project's tags, a Lightning logger that never duplicates steps."""
+"""MLflow conventions: explicit URIs, experiments marked as model training, runs with the project's tags, a Lightning
+logger that never duplicates steps."""

@@ -17,6 +17,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from mta_lab.errors import TrackingError
+from mta_lab.tracking.experiments import get_or_create_experiment
 
 MAX_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
 
@@ -61,8 +62,9 @@ class RunHandle:
 
     def __init__(self, uri: str, experiment: str, *, run_id: str | None = None, run_name: str | None = None,
                  tags: Mapping[str, str] | None = None, parent_run_id: str | None = None) -> None:
-        """`experiment` is created when missing; with a sqlite URI its artifacts go to `mlartifacts/` beside the
-        database (MLflow's default would be ./mlruns in the current directory)."""
+        """`experiment` is created when missing, marked as model training (`tracking.experiments`); with a sqlite
+        URI its artifacts go to `mlartifacts/` beside the database (MLflow's default: ./mlruns in the current
+        directory)."""
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         if run_id is not None:
@@ -71,9 +73,7 @@ class RunHandle:
             self.client.update_run(self.run_id, status="RUNNING")
             self.resume_floor = self._last_logged_step()
         else:
-            exp = self.client.get_experiment_by_name(experiment)
-            experiment_id = exp.experiment_id if exp else self.client.create_experiment(
-                experiment, artifact_location=default_artifact_location(uri))
+            experiment_id = get_or_create_experiment(self.client, experiment, default_artifact_location(uri))
             all_tags = dict(tags or {})
             if parent_run_id:
                 all_tags["mlflow.parentRunId"] = parent_run_id

@@ -1,4 +1,6 @@
 #!/bin/bash
+# Historical command record, kept as it ran (reports/README.md): reports/bench/{tune_triton,conv_parts,profile_step}.py
+# are now `mta-lab bench tune-triton`, `mta-lab bench conv-parts`, `mta-lab bench profile`.
 # The second device session of 2026-11-28: one call on a 4xH200 machine (torch 2.11, triton 3.6), four GPUs at once:
 #   bash reports/device/2026-11-28-b.sh one   # (its triton_mix runs failed to compile: a non-constexpr global)
 #   bash reports/device/2026-11-28-b.sh two   # the same with the fix: GPU tests of the mixing backends only,

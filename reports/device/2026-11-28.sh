@@ -1,4 +1,6 @@
 #!/bin/bash
+# Historical command record, kept as it ran (reports/README.md): reports/bench/{tune_triton,conv_parts,profile_step}.py
+# are now `mta-lab bench tune-triton`, `mta-lab bench conv-parts`, `mta-lab bench profile`.
 # The device session of 2026-11-28 on one 4xH200 machine (torch 2.11, triton 3.6), in three calls:
 #   bash reports/device/2026-11-28.sh one     # wheels; toy trainings on GPUs 1-3 in the background;
 #                                             # GPU tests, Triton tile search, bench attention kq_pre on GPU 0

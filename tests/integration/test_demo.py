@@ -37,6 +37,7 @@ def test_demo_runs_an_ablation_and_writes_its_report(tmp_path, data_cache):
     assert result.returncode == 0, result.stdout + result.stderr
     out = " ".join(result.stdout.split())
     assert "4/4 trials" in out and "mlflow ui --backend-store-uri sqlite:///" in out
+    assert "/#/experiments/" in out and "?workflowType=machine_learning" in out  # opens on the runs, not GenAI
 
     report = tmp_path / "reports" / "demo"
     markdown = (report / "report.md").read_text()
@@ -51,6 +52,10 @@ def test_demo_runs_an_ablation_and_writes_its_report(tmp_path, data_cache):
 
     again = subprocess.run([sys.executable, "-m", "mta_lab.cli", "demo", "--sweep", str(sweep_file), "--dir",
                             str(tmp_path / "sweep"), "--out", str(tmp_path / "reports")],
-                           capture_output=True, text=True, cwd=REPO, env=clean_env(), timeout=600)
+                           capture_output=True, text=True, cwd=REPO, env=clean_env(COLUMNS="80"), timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr  # a rerun keeps the finished trials
+    text = again.stdout
+    closing = text[text.index("Ablation: final/val_loss vs transformer"):text.index("\nreport: ")]
+    assert "…" not in closing and max(map(len, closing.splitlines())) <= 80  # readable in 80 columns, uncut
+    assert "transformer" in closing.split() and "mta" in closing.split()
     assert json.loads((report / "meta.json").read_text())["run_ids"] == meta["run_ids"]
