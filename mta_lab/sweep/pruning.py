@@ -2,7 +2,7 @@
 
 optuna-integration's PyTorchLightningPruningCallback does not fit step-based runs: it reports at
 `trainer.current_epoch`, and a run here is one long epoch, so every validation after the first would be reported at
-step 0 and ignored (tests/integration/test_sweep_pruning.py shows the step-indexed reports this one makes).
+step 0 and ignored (tests/sweep/test_sweep_pruning.py shows the step-indexed reports this one makes).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 # Env vars a parent process (Lightning in-process runs, a SLURM job, a torchrun) may have set that would change how a
 # `mta-lab train` subprocess behaves; the subprocesses here start clean of them.

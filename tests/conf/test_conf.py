@@ -141,7 +141,7 @@ def test_every_shipped_yaml_is_covered():
     shipped = {p.relative_to(CONF_DIR).as_posix() for p in Path(CONF_DIR).rglob("*.yaml")}
     covered = {"config.yaml"} | {f"{g}/{o}.yaml" for g in [*GROUPS, "experiment", "experiment_size"]
                                  for o in options(g)}
-    covered |= {f"cluster/{o}.yaml" for o in options("cluster")}  # not composed: tests/unit/test_cluster_profiles.py
+    covered |= {f"cluster/{o}.yaml" for o in options("cluster")}  # not composed: tests/sweep/test_cluster_profiles.py
     assert shipped == covered
     assert {o.split("=")[1] for ov, _ in RECIPES for o in ov if o.startswith("experiment=")} == set(
         options("experiment")), "every experiment recipe is in RECIPES"
