@@ -8,6 +8,7 @@ decoding cache (`mta_lab/attention/decoding.py`), a layer fills it from a prompt
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import torch
 import torch.nn.functional as F
@@ -381,3 +382,10 @@ def expected_extra_parameters(spec: AttentionSpec, *, dim: int, n_heads: int, n_
         total += d if spec.group_norm != "none" else 0
         total += {"none": 0, "scalar": d + 1, "full": d * d + d}[spec.gate]
     return total
+
+
+def resolved_backends(model: torch.nn.Module) -> str | None:
+    """What the attention layers ran, e.g. "triton_mix (18 layers), triton_conv (6 layers)" (most layers first; "sdpa":
+    an MTA layer with nothing to mix); None when no layer recorded one (e.g. the softmax Transformer)."""
+    counts = Counter(m.resolved_backend for m in model.modules() if getattr(m, "resolved_backend", None))
+    return ", ".join(f"{name} ({n} layer{'s' if n != 1 else ''})" for name, n in counts.most_common()) or None

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from mta_lab.attention.layers import resolved_backends
 from mta_lab.attention.presets import load_preset
 from mta_lab.model.accounting import count_parameters, flops_per_token
 from mta_lab.model.config import load_model_preset
@@ -39,6 +40,7 @@ class TrainBenchResult:
     mfu: float | None
     peak_mem_gib: float | None
     status: str  # ok | oom | error: ...
+    backends: str | None = None  # what the attention layers ran (attention.layers.resolved_backends)
 
 
 def attention_spec(label: str):
@@ -59,7 +61,7 @@ def bench_one(model_name: str, attention_name: str, *, batch_size: int, seq_len:
     try:
         measured = _measure(config, spec, batch_size=batch_size, seq_len=seq_len, steps=steps, warmup=warmup,
                             compile_model=compile_model, device=device)
-        result.step_ms, result.peak_mem_gib = measured
+        result.step_ms, result.peak_mem_gib, result.backends = measured
         result.tokens_per_s = batch_size * seq_len / (result.step_ms / 1000)
         if peak_flops:
             result.mfu = result.tokens_per_s * flops / peak_flops
@@ -75,8 +77,9 @@ def bench_one(model_name: str, attention_name: str, *, batch_size: int, seq_len:
 
 
 def _measure(config, spec, *, batch_size: int, seq_len: int, steps: int, warmup: int, compile_model: bool,
-             device: torch.device) -> tuple[float, float | None]:
-    """(milliseconds per training step, peak GiB allocated) of `steps` steps after `warmup` steps."""
+             device: torch.device) -> tuple[float, float | None, str | None]:
+    """(milliseconds per training step, peak GiB allocated, the attention backends the layers ran) of `steps` steps
+    after `warmup` steps."""
     torch.manual_seed(0)
     model = build_model(config, spec).to(device)
     if compile_model:
@@ -106,7 +109,7 @@ def _measure(config, spec, *, batch_size: int, seq_len: int, steps: int, warmup:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) / 2**30
-    return 1000 * (time.perf_counter() - start) / steps, peak
+    return 1000 * (time.perf_counter() - start) / steps, peak, resolved_backends(model)
 
 
 def environment() -> dict:
@@ -131,7 +134,7 @@ def write_report(results: list[TrainBenchResult], out_dir: Path, *, tag: str, co
 def markdown_table(results: list[TrainBenchResult]) -> str:
     baseline = {r.model: r for r in results if r.attention == "transformer" and r.tokens_per_s}
     rows = ["| model | attention | params | batch x ctx | tokens/s | vs transformer | step ms | MFU | peak GiB | "
-            "mem vs transformer | status |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "mem vs transformer | backends | status |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         base = baseline.get(r.model)
         speed = f"{r.tokens_per_s / base.tokens_per_s:.3f}x" if base and r.tokens_per_s else "-"
@@ -141,7 +144,7 @@ def markdown_table(results: list[TrainBenchResult]) -> str:
             f"| {r.model} | {r.attention} | {r.params:,} | {r.batch_size} x {r.seq_len} | "
             f"{_fmt(r.tokens_per_s, ',.0f')} | {speed} | {_fmt(r.step_ms, '.1f')} | "
             f"{_fmt(r.mfu and 100 * r.mfu, '.1f')}{'%' if r.mfu else ''} | {_fmt(r.peak_mem_gib, '.1f')} | {mem} | "
-            f"{r.status} |"
+            f"{r.backends or '-'} | {r.status} |"
         )
     return "\n".join(rows)
 

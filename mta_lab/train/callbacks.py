@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
 
 import lightning as L
 import torch
+
+from mta_lab.attention.layers import resolved_backends
 
 # Dense bf16 tensor-core peaks (FLOP/s) by device-name fragment, for MFU when train.peak_flops is null.
 PEAK_BF16_FLOPS = {"H200": 989.4e12, "H100": 989.4e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
@@ -60,13 +61,6 @@ class Throughput(L.Callback):
 
 
 RESOLVED_BACKEND_PARAM = "attention.backend.resolved"
-
-
-def resolved_backends(model: torch.nn.Module) -> str | None:
-    """What the attention layers ran, e.g. "triton_mix (18 layers), triton_conv (6 layers)" (most layers first; "sdpa":
-    an MTA layer with nothing to mix); None when no layer recorded one (e.g. the softmax Transformer)."""
-    counts = Counter(m.resolved_backend for m in model.modules() if getattr(m, "resolved_backend", None))
-    return ", ".join(f"{name} ({n} layer{'s' if n != 1 else ''})" for name, n in counts.most_common()) or None
 
 
 class ResolvedBackends(L.Callback):

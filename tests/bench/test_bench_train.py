@@ -20,6 +20,9 @@ def test_report_has_a_row_per_config_and_pins_backends(tmp_path):
     assert set(rows) == {"transformer", "t5_kq_6x11@eager"}
     assert all(r["status"] == "ok" and r["tokens_per_s"] > 0 for r in rows.values())
     assert "| tiny | t5_kq_6x11@eager |" in (tmp_path / "t.md").read_text()
+    # What the layers ran: the kq layer (every 4th from 2: one of tiny's four) the pinned eager op, the rest SDPA.
+    assert rows["t5_kq_6x11@eager"]["backends"] == "sdpa (3 layers), eager (1 layer)"
+    assert rows["transformer"]["backends"] is None
     assert train_bench.attention_spec("t5_kq_6x11@stacked").backend == "stacked"
     assert train_bench.attention_spec("t5_kq_6x11").backend == "auto"
 
