@@ -21,7 +21,7 @@ from mta_lab.attention.backends.policy import HINTS, OP_OPTIONS, RULES, Call, ch
 from mta_lab.attention.spec import BACKEND_NAMES
 
 OpFn = Callable[..., torch.Tensor]
-ANY_DEVICE = ("cpu", "cuda")
+ANY_DEVICE = ("any",)  # every torch device type (cpu, cuda, mps, meta, ...)
 MODULES = {name: f"mta_lab.attention.backends.{name}" for name in BACKEND_NAMES}
 # What a backend module needs beyond torch, for the message when its import fails.
 NEEDS = {"triton": "Triton (pip install triton)", "triton_mix": "Triton (pip install triton)",
@@ -43,7 +43,7 @@ class Backend:
     materialises: bool = False  # holds B×H×T×T maps (peak memory quadratic in T), if only within one call
 
     def runs_on(self, device: torch.device | str) -> bool:
-        return torch.device(device).type in self.devices
+        return self.devices == ANY_DEVICE or torch.device(device).type in self.devices
 
 
 _REGISTRY: dict[str, Backend] = {}

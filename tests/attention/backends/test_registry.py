@@ -105,3 +105,11 @@ def test_without_triton_its_backends_are_unavailable_with_the_reason():
 def test_a_spec_naming_any_listed_backend_is_valid():
     for name in BACKEND_NAMES:
         assert AttentionSpec(backend=name).backend == name
+
+
+def test_any_device_backends_resolve_on_the_meta_device():
+    """The accounting builds and runs models on the meta device: the any-device backends must resolve there."""
+    kq = {"kq_pre": torch.zeros(1)}
+    assert resolve("auto", "meta", kq).name == "stacked"
+    assert resolve("eager", "meta", kq).name == "eager"
+    assert resolve("auto", "meta", {"head_pre": torch.zeros(1)}).name == "eager"
