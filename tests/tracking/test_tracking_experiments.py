@@ -33,7 +33,7 @@ def test_a_training_run_creates_its_experiment_as_model_training(tmp_path):
 def test_a_sweep_creates_its_experiment_as_model_training(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({"name": "kind_check", "kind": "ablation", "seeds": [0],
-                                    "base": ["experiment=tiny_transformer", "trainer=cpu"],
+                                    "base": ["experiment=tiny", "trainer=cpu"],
                                     "ablation": {"variants": {"transformer": ["attention=transformer"]}},
                                     "tracking": {"experiment": "sweep_exp"}}))
     sweep = create(SweepSpec.load(path), tmp_path / "sweep")
