@@ -2,7 +2,7 @@
 
 `create` makes the study, the MLflow parent run and the queue of fixed trials (idempotent); `run --workers N`
 runs N local workers; `worker` is one worker (anywhere the storage is reachable); `status` / `reap` / `best`
-inspect and repair the study.
+inspect and repair the study; `repair` mends a damaged journal file (a record cut off by a crash).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     action("status", "show trial states, best so far, per-variant results and ETA", _status)
     action("reap", "fail trials whose worker process is gone, mark their MLflow runs FAILED, retry them", _reap)
     action("best", "print the best trial (HPO) or variant (ablation/scaling)", _best)
+    action("repair", "repair a damaged journal file: keep its valid prefix, back up the original", _repair)
     submit = action("submit", "submit workers as a SLURM job array (submitit) with a cluster profile", _submit)
     submit.add_argument("--cluster", required=True, help="cluster profile: a name under conf/cluster/ "
                         "(e.g. example_slurm, local) or a YAML path")
@@ -141,6 +142,35 @@ def _best(args) -> int:
     if top is None:
         return _sweep_failed("no trial has completed yet; see `mta-lab sweep status`")
     Console().print_json(json.dumps(top))
+    return 0
+
+
+def _repair(args) -> int:
+    from mta_lab.errors import UsageError
+    from mta_lab.sweep.journal import repair_journal
+    from mta_lab.sweep.storage import journal_path
+    from mta_lab.sweep.study import resolve_dir
+
+    spec = _spec(args)
+    if spec.storage is not None:
+        raise UsageError(f"sweep repair repairs a journal file; sweep {spec.name} keeps its study in the database "
+                         f"{spec.storage.split('@')[-1]}, which has no journal (nothing to repair)")
+    path = journal_path(resolve_dir(spec, args.dir))
+    if not path.is_file():
+        raise UsageError(f"sweep {spec.name}: no journal at {path}; pass the sweep's --dir")
+    result = repair_journal(path)
+    scan, console = result.scan, Console()
+    if result.backup is None:
+        console.print(f"{path} is intact ({scan.lines} lines, {scan.trials} trial(s)); nothing to repair",
+                      highlight=False)
+        return 0
+    kept = scan.line - 1 + int(scan.keeps_bad_line)
+    dropped = f"dropped {result.dropped_lines} line(s) from line {scan.line} on" if result.dropped_lines else \
+        "dropped nothing (added the missing line end)"
+    console.print(f"repaired {path}: kept lines 1-{kept} ({scan.records} records, {scan.trials} trial(s)); {dropped} "
+                  f"(line {scan.line}: {scan.damage}); the original is {result.backup}", highlight=False)
+    console.print("trials whose end was dropped show as running until `sweep run` or `sweep reap` retries them; "
+                  f"see `mta-lab sweep status {args.sweep_file} --dir {path.parent}`", highlight=False)
     return 0
 
 

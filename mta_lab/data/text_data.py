@@ -14,6 +14,7 @@ Validation: the first ``val_windows`` (default all) windows of each domain's val
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,17 @@ from mta_lab.data.sources import corpus_files
 from mta_lab.data.tokenizers import load_tokenizer
 
 TEXT_VERSION = "1"
+
+
+def _fraction_for(num_tokens: int, need: int) -> float:
+    """The shortest decimal val_fraction whose split leaves `need` tokens on both sides (num_tokens >= 2 * need)."""
+    for digits in (2, 3, 4, 6):
+        scale = 10**digits
+        fraction = math.ceil(need / num_tokens * scale) / scale
+        val = num_tokens - split_point(num_tokens, fraction)
+        if val >= need and num_tokens - val >= need and fraction < 1:
+            return fraction
+    return need / num_tokens
 
 
 class TextData(DataBundle):
@@ -65,19 +77,29 @@ class TextData(DataBundle):
         return weights / weights.sum()
 
     def _check_sizes(self) -> None:
-        window = f"one window of seq_len + 1 = {self.seq_len + 1} tokens"
+        need = self.seq_len + 1  # a window is seq_len inputs + 1 shifted target
+        window = f"one window of seq_len + 1 = {need} tokens"
         for name, d in self.domains.items():
+            if d.num_tokens < 2 * need:  # no val_fraction can help: both splits need a window
+                raise DataConfigError(
+                    f"data domain {name!r} has {d.num_tokens} tokens, too few for one training and one validation "
+                    f"window of seq_len + 1 = {need} tokens each ({2 * need} tokens); use more text, or a shorter "
+                    f"sequence (train.seq_len <= {max(1, d.num_tokens // 2 - 1)} for these tokens)"
+                )
             if self.val_windows[name] == 0:
+                fraction = _fraction_for(d.num_tokens, need)
                 raise DataConfigError(
                     f"data domain {name!r}: its validation split ({d.num_tokens - self.cuts[name]} tokens) is shorter "
-                    f"than {window}; raise data.val_fraction or lower the sequence length"
+                    f"than {window}; raise data.val_fraction to at least {fraction:g} (now "
+                    f"{self.config.val_fraction:g}) or lower the sequence length"
                 )
         trained = self.train_windows if self.weights is None else self.train_windows[self.weights > 0]
         if trained.sum() == 0 or (self.weights is not None and (trained == 0).any()):
             short = [n for n, w in zip(self.names, self.train_windows, strict=True) if w == 0]
             raise DataConfigError(
                 f"data domain(s) {', '.join(short)}: the training split is shorter than {window}; "
-                "use more text, a lower sequence length, or source weight 0 for these domains"
+                "use more text, a lower sequence length, a lower data.val_fraction, or source weight 0 for these "
+                "domains"
             )
 
     def _fingerprint(self) -> str:

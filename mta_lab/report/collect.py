@@ -8,7 +8,10 @@ Sweep parent runs (tag mta.role=sweep) are not training runs and are left out.
 from __future__ import annotations
 
 import math
+import sqlite3
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
@@ -50,9 +53,44 @@ def _quote(value: str) -> str:
     return str(value).replace("'", "\\'")
 
 
+_NOTHING = ("a report only reads runs and creates nothing; check the path, or give the run root with --root "
+            "(its mlflow.db is read)")
+
+
+def check_store_exists(uri: str) -> None:
+    """A local tracking store (an sqlite file, a file:/plain-path folder) must exist and be MLflow's: MLflow's
+    client would create an empty one (or add its tables to another program's database). Servers are not checked."""
+    from urllib.parse import urlparse
+
+    scheme = urlparse(uri).scheme
+    if scheme == "sqlite":
+        from sqlalchemy.engine import make_url
+
+        database = make_url(uri).database
+        if not database or database == ":memory:":
+            raise ReportError(f"--uri {uri}: an in-memory database holds no runs; {_NOTHING}")
+        path = Path(database).resolve()
+        if not path.is_file():
+            raise ReportError(f"--uri {uri}: no MLflow tracking store at {path}; {_NOTHING}")
+        try:
+            with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+                tables = {row[0] for row in db.execute("select name from sqlite_master where type = 'table'")}
+        except sqlite3.DatabaseError as err:
+            raise ReportError(f"--uri {uri}: {path} is not an sqlite database ({err}); {_NOTHING}") from None
+        if not {"experiments", "runs"} <= tables:
+            raise ReportError(f"--uri {uri}: {path} is not an MLflow tracking database (no experiments/runs tables); "
+                              f"{_NOTHING}")
+    elif scheme in ("", "file"):
+        path = Path(urlparse(uri).path if scheme == "file" else uri).resolve()
+        if not path.is_dir():
+            raise ReportError(f"--uri {uri}: no MLflow tracking store at {path}; {_NOTHING}")
+
+
 def client_for(uri: str):
+    """A client of an existing tracking store (never creates one)."""
     from mlflow.tracking import MlflowClient
 
+    check_store_exists(uri)
     return MlflowClient(tracking_uri=uri)
 
 
@@ -76,16 +114,23 @@ def collect_runs(query: RunQuery, *, client=None) -> pd.DataFrame:
         wanted = set(query.run_ids)
         rows = [r for r in rows if r["run_id"] in wanted or any(r["run_id"].startswith(w) for w in wanted)]
     if not rows:
-        raise ReportError(f"no training runs match {query.describe()}{_sweeps_hint(client, exp_id, query)}")
+        raise ReportError(_no_runs_message(client, exp_id, query))
     df = pd.DataFrame(rows)
     return df.sort_values(["variant", "seed_order", "start_time"], kind="stable").reset_index(drop=True)
 
 
-def _sweeps_hint(client, exp_id: str, query: RunQuery) -> str:
+def _no_runs_message(client, exp_id: str, query: RunQuery) -> str:
     if not query.sweep:
-        return ""
-    sweeps = sorted({r.data.tags.get("mta.sweep", "none") for r in client.search_runs([exp_id], max_results=50000)})
-    return f"; sweeps in this experiment: {', '.join(sweeps) if sweeps else 'none'}"
+        return f"no training runs match {query.describe()}"
+    runs = client.search_runs([exp_id], max_results=50000)
+    trained = sorted({r.data.tags.get("mta.sweep", "none") for r in runs if r.data.tags.get("mta.role") != "sweep"})
+    parents = {r.data.tags.get("mta.sweep") for r in runs if r.data.tags.get("mta.role") == "sweep"}
+    if query.sweep in parents and query.sweep not in trained:
+        return (f"no run of sweep {query.sweep!r} has finished: it has no training run yet (only its MLflow parent "
+                f"run, in experiment {query.experiment!r}), so there is nothing to report; run its trials with "
+                f"`mta-lab sweep run SWEEP_FILE` (see `mta-lab sweep status SWEEP_FILE`), then report again")
+    return (f"no training runs match {query.describe()}; sweeps in this experiment: "
+            f"{', '.join(trained) if trained else 'none'}")
 
 
 def _row(run) -> dict:

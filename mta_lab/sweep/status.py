@@ -47,6 +47,8 @@ def _close_runs(uri: str, run_dirs: list[str], reason: str) -> None:
         if not path.exists():
             continue
         run_id = path.read_text().strip()
+        if not run_id:  # the worker died between creating the file and writing the id
+            continue
         if client.get_run(run_id).info.status == "RUNNING":
             client.set_tag(run_id, "mta.failure_reason", reason)
             client.set_terminated(run_id, status="FAILED")

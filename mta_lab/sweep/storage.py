@@ -24,6 +24,11 @@ def journal_path(sweep_dir: str | Path) -> Path:
     return Path(sweep_dir) / "optuna.journal"
 
 
+def repair_command(spec: SweepSpec, sweep_dir: str | Path) -> str:
+    """The command that repairs the sweep's journal (named in the message of a damaged one)."""
+    return f"mta-lab sweep repair {spec.source or 'SWEEP_FILE'} --dir {Path(sweep_dir).resolve()}"
+
+
 def _redact(url: str) -> str:
     try:
         from sqlalchemy.engine import make_url
@@ -35,16 +40,21 @@ def _redact(url: str) -> str:
 
 def open_storage(spec: SweepSpec, sweep_dir: str | Path, *, heartbeat_interval: int | None = None,
                  grace_period: int | None = None) -> BaseStorage:
-    """Journal file <sweep_dir>/optuna.journal when spec.storage is null, else RDBStorage(spec.storage) with a
-    heartbeat and RetryHeartbeatStaleTrialCallback(max_retry=spec.max_retries). Fails before any work when the
-    URL is invalid or the database does not answer."""
+    """Journal file <sweep_dir>/optuna.journal when spec.storage is null (scanned first: a damaged one is a
+    JournalDamaged naming the line and `mta-lab sweep repair`; never appended to after a partial line), else
+    RDBStorage(spec.storage) with a heartbeat and RetryHeartbeatStaleTrialCallback(max_retry=spec.max_retries).
+    Fails before any work when the URL is invalid or the database does not answer."""
     if spec.storage is None:
-        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
+        from optuna.storages.journal import JournalStorage
+
+        from mta_lab.sweep.journal import GuardedJournalBackend, check_journal
 
         path = journal_path(sweep_dir)
+        repair = repair_command(spec, sweep_dir)
+        if path.exists():
+            check_journal(path, repair)  # a partial or corrupt record: one message, before Optuna reads or appends
         path.parent.mkdir(parents=True, exist_ok=True)
-        # An O_EXCL lock file: works across processes (and on NFS), unlike an in-process lock.
-        return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+        return JournalStorage(GuardedJournalBackend(str(path), repair))
 
     url = spec.storage
     from sqlalchemy.engine import make_url

@@ -1,13 +1,16 @@
 """`create`: the Optuna study of a sweep, its MLflow parent run, and (ablation/scaling) its fixed trials.
 
 Idempotent, also when several workers call it at once: a lock file in the sweep directory serialises creation,
-and study user attributes record what was already done (parent run, enqueued trials).
+and study user attributes record what was already done (parent run, enqueued trials). Before the study exists,
+every trial is composed (a bad variant fails, named, with nothing created); once it exists, the sweep file must
+still define the same trials (a hash on the study; a changed file is one SweepChanged saying what changed).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fcntl
+import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,7 @@ ATTR_PARENT = "mta.parent_run_id"
 ATTR_URI = "mta.tracking_uri"
 ATTR_EXPERIMENT = "mta.experiment"
 ATTR_ENQUEUED = "mta.enqueued"
+ATTR_SPEC_HASH = "mta.spec_hash"  # the identity of the spec it was created with (mta_lab/sweep/changes.py)
 
 
 @dataclass
@@ -110,18 +114,46 @@ def _parent_run(spec: SweepSpec, uri: str, experiment: str, sweep_dir: Path) -> 
     return run.info.run_id
 
 
+def _created_attrs(spec: SweepSpec, storage) -> dict | None:
+    """The user attributes of the sweep's study in `storage`, None when it has none (read only)."""
+    try:
+        study_id = storage.get_study_id_from_name(spec.name)
+    except KeyError:
+        return None
+    return storage.get_study_user_attrs(study_id)
+
+
+def check_unchanged(spec: SweepSpec, attrs: dict, sweep_dir: Path) -> None:
+    """SweepChanged when the sweep file no longer defines the trials the study was created with."""
+    from mta_lab.sweep.changes import check_unchanged as check
+
+    if ATTR_SPEC in attrs:
+        check(attrs[ATTR_SPEC], spec_dict(spec), name=spec.name, source=spec.source, sweep_dir=sweep_dir,
+              stored_hash=attrs.get(ATTR_SPEC_HASH))
+
+
 def create(spec: SweepSpec, sweep_dir: str | Path | None = None) -> Sweep:
-    """Create (or open) the sweep: study, MLflow parent run, spec/git SHA/base config on the study and the fixed
-    trials enqueued once. Calling it again, or from several processes at once, changes nothing."""
-    from mta_lab.conf import load_run_config
-    from mta_lab.sweep.storage import open_storage
+    """Create (or open) the sweep: study, MLflow parent run, spec (and its hash)/git SHA/base config on the study
+    and the fixed trials enqueued once. Calling it again, or from several processes at once, changes nothing but
+    the run policy on the study (max_failures, max_retries, ...); a changed sweep file raises SweepChanged."""
+    from mta_lab.sweep.changes import spec_hash
+    from mta_lab.sweep.storage import journal_path, open_storage
+    from mta_lab.sweep.validate import check_trials
     from mta_lab.tracking.mlflow_run import git_sha
 
     sweep_dir = resolve_dir(spec, sweep_dir)
-    storage = open_storage(spec, sweep_dir)
-    uri, experiment = tracking_of(spec, sweep_dir)
     if spec.hpo is not None:
         _sampler_and_pruner(spec)  # a bad space / sampler / pruner fails before anything is created
+    storage = open_storage(spec, sweep_dir) if spec.storage is not None or journal_path(sweep_dir).exists() \
+        else None
+    known = _created_attrs(spec, storage) if storage is not None else None
+    if known is not None and ATTR_SPEC in known:
+        check_unchanged(spec, known, sweep_dir)
+        base = None
+    else:
+        base = check_trials(spec)  # every trial composes, or one message naming the variant; nothing created yet
+    storage = storage or open_storage(spec, sweep_dir)
+    uri, experiment = tracking_of(spec, sweep_dir)
     with creation_lock(sweep_dir):
         sampler, pruner = _sampler_and_pruner(spec)
         study = optuna.create_study(study_name=spec.name, storage=storage, direction=_direction(spec),
@@ -132,10 +164,18 @@ def create(spec: SweepSpec, sweep_dir: str | Path | None = None) -> Sweep:
             raise SweepSpecError(f"sweep.objective.direction: the existing study {spec.name} was created to "
                                  f"{study.direction.name.lower()}; use another sweep name or --dir")
         attrs = study.user_attrs
+        current = spec_dict(spec)
         if ATTR_SPEC not in attrs:
-            study.set_user_attr(ATTR_SPEC, spec_dict(spec))
+            study.set_user_attr(ATTR_SPEC, current)
+            study.set_user_attr(ATTR_SPEC_HASH, spec_hash(current))
             study.set_user_attr(ATTR_GIT, git_sha())
-            study.set_user_attr(ATTR_BASE, plain(load_run_config(list(spec.base), stamp="base").to_dict()))
+            study.set_user_attr(ATTR_BASE, base if base is not None else check_trials(spec))
+        else:
+            check_unchanged(spec, attrs, sweep_dir)  # also when another process created it meanwhile
+            if json.dumps(attrs[ATTR_SPEC], sort_keys=True) != json.dumps(current, sort_keys=True):
+                study.set_user_attr(ATTR_SPEC, current)  # only the run policy differs (requeue reads max_retries)
+            if ATTR_SPEC_HASH not in attrs:
+                study.set_user_attr(ATTR_SPEC_HASH, spec_hash(current))
         parent = attrs.get(ATTR_PARENT) or _parent_run(spec, uri, experiment, sweep_dir)
         if ATTR_PARENT not in attrs:
             study.set_user_attr(ATTR_PARENT, parent)
@@ -155,7 +195,8 @@ def create(spec: SweepSpec, sweep_dir: str | Path | None = None) -> Sweep:
 
 
 def open_sweep(spec: SweepSpec, sweep_dir: str | Path | None = None) -> Sweep:
-    """An existing sweep (no creation); a clear error when `create` was not run for it."""
+    """An existing sweep (no creation); a clear error when `create` was not run for it, or when the sweep file
+    changed since (SweepChanged)."""
     from mta_lab.sweep.storage import open_storage
 
     sweep_dir = resolve_dir(spec, sweep_dir)
@@ -169,6 +210,7 @@ def open_sweep(spec: SweepSpec, sweep_dir: str | Path | None = None) -> Sweep:
         raise SweepNotCreated(f"sweep {spec.name}: no such study in {spec.storage or sweep_dir}; run `mta-lab sweep "
                               "create SWEEP_FILE` first") from None
     attrs = study.user_attrs
+    check_unchanged(spec, attrs, sweep_dir)
     uri, experiment = tracking_of(spec, sweep_dir)
     return Sweep(spec, sweep_dir, study, attrs.get(ATTR_PARENT, ""), attrs.get(ATTR_URI, uri),
                  attrs.get(ATTR_EXPERIMENT, experiment))

@@ -154,7 +154,8 @@ class Heartbeat:
 
 def _run_id_of(run_dir: Path) -> str | None:
     path = run_dir / "mlflow_run_id"
-    return path.read_text().strip() if path.exists() else None
+    run_id = path.read_text().strip() if path.exists() else ""
+    return run_id or None  # empty: interrupted between creating the file and writing the id
 
 
 def mark_mlflow(uri: str, run_dir: Path, status: str, reason: str, **tags: str) -> None:

@@ -203,3 +203,23 @@ def test_bad_inputs_get_one_clear_error(tmp_path, setup, message):
 def test_bad_seq_len():
     with pytest.raises(DataConfigError, match="seq_len=0: must be a positive integer"):
         build_data(DataConfig(), seq_len=0)
+
+
+def test_a_corpus_too_short_for_any_split_says_use_more_text_not_raise_val_fraction(tmp_path):
+    (tmp_path / "tiny.txt").write_bytes(b"To be or not to be. \n")  # 21 bytes: 22 tokens with the end of text
+    with pytest.raises(DataConfigError) as err:
+        build_data(files_config(tmp_path, {"d": [str(tmp_path / "tiny.txt")]}), seq_len=128)
+    message = str(err.value)
+    assert "data domain 'd' has 22 tokens" in message, message
+    assert "one training and one validation window of seq_len + 1 = 129 tokens each (258 tokens)" in message, message
+    assert "use more text" in message and "train.seq_len" in message, message
+    assert "val_fraction" not in message, message  # no value of it can split 22 tokens into two 129-token windows
+
+
+def test_a_short_validation_split_names_the_val_fraction_that_works(tmp_path):
+    (tmp_path / "short.txt").write_bytes(b"x" * 30)  # 31 tokens; windows of 9: val_fraction >= 9/31
+    config = files_config(tmp_path, {"d": [str(tmp_path / "short.txt")]})
+    with pytest.raises(DataConfigError, match=r"raise data\.val_fraction to at least 0\.3 \(now 0\.05\)"):
+        build_data(config, seq_len=8)
+    bundle = build_data(files_config(tmp_path, {"d": [str(tmp_path / "short.txt")]}, val_fraction=0.3), seq_len=8)
+    assert bundle.info["domains"]["d"]["val_windows"] == 1  # the advice works

@@ -80,6 +80,11 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def _run_id_written(run_dir: Path) -> bool:
+    path = run_dir / "mlflow_run_id"
+    return path.exists() and bool(path.read_text().strip())  # the file is created before the id is written
+
+
 def running_with_run(sweep_dir: Path, spec: SweepSpec, n: int = 1):
     """The RUNNING trials whose MLflow run exists already (training has started), once there are `n`."""
     from mta_lab.sweep.study import SweepNotCreated
@@ -90,7 +95,7 @@ def running_with_run(sweep_dir: Path, spec: SweepSpec, n: int = 1):
         return None
     running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                if t.user_attrs.get("mta.run_dirs")
-               and (Path(t.user_attrs["mta.run_dirs"][-1]) / "mlflow_run_id").exists()]
+               and _run_id_written(Path(t.user_attrs["mta.run_dirs"][-1]))]
     return running if len(running) >= n else None
 
 
@@ -128,8 +133,11 @@ def test_status_of_a_sweep_never_created_is_a_clear_error(tmp_path, cache):
 def test_diverging_and_raising_trials_fail_with_reason_then_max_failures_stops(tmp_path, cache):
     from mta_lab.sweep.worker import SweepFailed, run_worker
 
+    # "bad" composes (create checks every variant) but its 21-byte corpus fails when the training builds its data
+    (tmp_path / "tiny.txt").write_text("To be or not to be. \n")
+    bad = ["data=files", f"data.domains={{d: [{tmp_path}/tiny.txt]}}"]
     path = write_sweep(tmp_path, "fails", cache, max_failures=1, ablation={"variants": {
-        "nan": NAN, "ok": ["attention=transformer"], "bad": ["model.n_heads=5"]}})
+        "nan": NAN, "ok": ["attention=transformer"], "bad": bad}})
     spec, sweep_dir = SweepSpec.load(path), tmp_path / "sweep"
     with pytest.raises(SweepFailed) as err:
         run_worker(spec, sweep_dir=sweep_dir)
@@ -270,9 +278,8 @@ def test_ctrl_c_on_run_stops_workers_cleanly_and_rerun_completes(tmp_path, cache
     assert len(stopped) == 2 and all(t.user_attrs["mta.failure_kind"] == "interrupted" for t in stopped)
     assert sum(t.state == TrialState.WAITING for t in trials) == 4  # 2 never started + 2 requeued
     assert {r.info.status for r in mlflow_runs(sweep)} == {"KILLED"}
-    # rerunning continues the same study (shorter trials now, so the test stays quick)
-    short = write_sweep(tmp_path, "ctrlc", cache, steps=3, seeds=[0, 1], ablation={"variants": variants})
-    code, out = finish(sweep_cli("run", str(short), "--dir", str(sweep_dir), "--workers", "2"), 300)
+    # rerunning the same file continues the same study (a changed file would be refused: test_sweep_changes.py)
+    code, out = finish(sweep_cli("run", str(path), "--dir", str(sweep_dir), "--workers", "2"), 400)
     assert code == 0, out
     trials = open_sweep(spec, sweep_dir).study.get_trials()
     done = [t for t in trials if t.state == TrialState.COMPLETE]
