@@ -139,6 +139,8 @@ def _close_failed(handle, err: BaseException, step: int) -> None:
     if isinstance(err, TrainingInterrupted):
         status, reason = "KILLED", f"interrupted by {err.signal_name} at step {step}"
         handle.client.set_tag(handle.run_id, "mta.signal", err.signal_name)
+    elif isinstance(err, KeyboardInterrupt | SystemExit):  # a caller's Ctrl-C (Lightning turns it into exit(1))
+        status, reason = "KILLED", f"interrupted at step {step} ({type(err).__name__})"
     else:
         status, reason = "FAILED", f"{type(err).__name__}: {err}"
     _record_stop(handle.client, handle.run_id, f"step {step}: {status} ({reason})"[:1000])
