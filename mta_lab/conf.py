@@ -61,6 +61,75 @@ def group_options(group: str) -> list[str]:
         GlobalHydra.instance().clear()
 
 
+GRAMMAR = "https://hydra.cc/docs/advanced/override_grammar/basic/"
+
+
+def check_override_syntax(overrides: list[str] | tuple[str, ...]) -> None:
+    """Each override parses on its own (Hydra's grammar), else one message naming it; a value split off by a space
+    after `=` (`train.max_steps= 5`, two shell words) is named as such, with the joined override."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    for i, override in enumerate(overrides):
+        try:
+            parser.parse_overrides([override])
+        except HydraException as err:
+            before = overrides[i - 1] if i else ""
+            if "=" not in override:
+                message = f"override {override!r} is not KEY=VALUE"
+                if before.endswith("=") and before.count("=") == 1:
+                    message += (f"; a space after '=' split {before} {override} in two: write {before}{override} "
+                                "(no space), or quote the value")
+                else:
+                    message += f" (e.g. {override}=VALUE, or a group choice like model=tiny)"
+                raise ConfigError(message) from None
+            detail = " ".join(str(err).split("See https://")[0].split())
+            raise ConfigError(f"override {override!r} could not be parsed ({detail}); check its brackets and quotes "
+                              f"(the grammar: {GRAMMAR})") from None
+
+
+def _config_keys() -> list[str]:
+    """Every dotted key of the default config (sections and their fields), for "did you mean" suggestions."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    def walk(node: Any, prefix: str) -> list[str]:
+        if not isinstance(node, dict):
+            return []
+        keys = []
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            keys += [path, *walk(value, f"{path}.")]
+        return keys
+
+    register_presets()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            cfg = compose(config_name="config")
+            return [k for k in walk(OmegaConf.to_container(cfg, resolve=False), "") if not k.startswith("_")]
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _unknown_key_message(err: Exception, overrides: list[str] | tuple[str, ...]) -> str | None:
+    """`trainr.max_steps=5`: "did you mean train.max_steps?" when a config key is close; None otherwise."""
+    import difflib
+    import re
+
+    found = re.search(r"Could not override '([^']+)'", str(err))
+    if not found:
+        return None
+    key = found.group(1)
+    close = difflib.get_close_matches(key, _config_keys(), n=1, cutoff=0.8)
+    if not close:
+        return None
+    given = next((o for o in overrides if o.split("=", 1)[0] == key), key)
+    return f"{given}: no config key {key}; did you mean {close[0]}?"
+
+
 def compose_dict(overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """The composed config as plain containers, with the chosen group options under `_choices`."""
     from hydra import compose, initialize_config_dir
@@ -70,6 +139,7 @@ def compose_dict(overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     from omegaconf import OmegaConf, open_dict
     from omegaconf.errors import OmegaConfBaseException
 
+    check_override_syntax(overrides)
     register_presets()
     GlobalHydra.instance().clear()
     try:
@@ -81,11 +151,16 @@ def compose_dict(overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
                 del cfg["hydra"]
             data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except (HydraException, OmegaConfBaseException) as err:
-        message = " ".join(str(err).split())
-        raise ConfigError(f"config overrides {' '.join(overrides) or '(none)'}: {message}") from None
+        failed = err
+    else:
+        failed = None
     finally:
         HydraConfig.instance().cfg = None
         GlobalHydra.instance().clear()
+    if failed is not None:
+        suggestion = _unknown_key_message(failed, overrides)
+        message = " ".join(str(failed).split())
+        raise ConfigError(suggestion or f"config overrides {' '.join(overrides) or '(none)'}: {message}") from None
     data = {key: value for key, value in data.items() if not key.startswith("_")}
     data["_choices"] = choices
     return data

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import sys
 import time
 
 from rich.console import Console
@@ -26,6 +28,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mta_lab.train.interrupts import TrainingInterrupted, signals_raise
+
+    config = None
+    try:
+        with signals_raise():
+            config = _configure(args)
+            if config is None:
+                return 0
+            from mta_lab.train.entry import train
+
+            result = train(config, progress=not args.no_progress)
+    except TrainingInterrupted as stop:
+        print(_interrupted_line(stop, args.overrides, config), file=sys.stderr, flush=True)
+        return stop.exit_code
+    _show(config, result)
+    return 0
+
+
+def _configure(args: argparse.Namespace):
+    """The validated RunConfig, or None after printing it (`--print-config`)."""
     import yaml
 
     from mta_lab.conf import load_run_config
@@ -33,18 +55,28 @@ def run(args: argparse.Namespace) -> int:
     # One time stamp for the whole run's default name: DDP/FSDP ranks re-run this command and inherit it.
     stamp = os.environ.setdefault("MTA_LAB_RUN_STAMP", time.strftime("%Y%m%d-%H%M%S"))
     config = load_run_config(args.overrides, stamp=stamp)
-    console = Console()
     if args.print_config:
-        console.print(yaml.safe_dump(config.to_dict(), sort_keys=False))
-        return 0
+        Console().print(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        return None
+    return config
 
+
+def _interrupted_line(stop, overrides: list[str], config) -> str:
+    """One line: what stopped the run, what MLflow records, and the command that continues it."""
+    if config is None or stop.run_id is None:
+        return f"interrupted by {stop.signal_name} before training started (no MLflow run was created)"
+    kept = [o for o in overrides if not o.startswith(("name=", "resume=", "root="))]
+    again = shlex.join(["mta-lab", "train", *kept, f"name={config.name}", f"root={config.root}", "resume=auto"])
+    return (f"interrupted by {stop.signal_name} at step {stop.step}: MLflow run {stop.run_id} is marked KILLED; "
+            f"continue it from its last checkpoint with `{again}`")
+
+
+def _show(config, result) -> None:
     from lightning.pytorch.utilities import rank_zero_only
 
-    from mta_lab.train.entry import train
-
-    result = train(config, progress=not args.no_progress)
     if rank_zero_only.rank != 0:
-        return 0
+        return
+    console = Console()
     table = Table(title=f"run {config.name} ({config.model_name} / {config.attention_name})", show_header=False)
     table.add_column(style="bold")
     table.add_column()
@@ -57,4 +89,3 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"run directory: {result.run_dir}  (checkpoints/, final/model.pt, config.yaml)")
     console.print(f"MLflow: run {result.run_id} in experiment '{result.experiment}' at {result.tracking_uri}")
     console.print(f"  browse: mlflow ui --backend-store-uri {result.tracking_uri}")
-    return 0

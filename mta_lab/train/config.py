@@ -7,8 +7,10 @@ ConfigError naming `<section>.<field>`, the value and what is allowed.
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from functools import cache
 from typing import Any
 
 from mta_lab.attention.spec import AttentionSpec
@@ -31,6 +33,32 @@ def _from_dict(cls, section: str, data: Mapping[str, Any] | None):
         if isinstance(value, list):
             data[key] = tuple(value)
     return cls(**data)
+
+
+@cache
+def _integer_fields(cls: type) -> tuple[tuple[str, bool], ...]:
+    """(name, may be None) of every field of the dataclass `cls` typed `int` or `int | None`."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in fields(cls):
+        args = set(typing.get_args(hints[f.name])) or {hints[f.name]}
+        if int in args and args <= {int, type(None)}:
+            out.append((f.name, type(None) in args))
+    return tuple(out)
+
+
+def _integers(section: str, obj: Any, *, whole_floats: tuple[str, ...] = ()) -> None:
+    """Every int field holds an int (not a float, a bool or a string): 2.5 steps is an error, not 2.
+    Fields in `whole_floats` also take a whole number written as a float (token_budget=1e9) and store the int."""
+    for name, optional in _integer_fields(type(obj)):
+        value = getattr(obj, name)
+        if value is None and optional:
+            continue
+        if name in whole_floats and isinstance(value, float) and value.is_integer():
+            object.__setattr__(obj, name, int(value))
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(section, name, value, "must be an integer" + (" or null" if optional else ""))
 
 
 def _positive(section: str, obj: Any, *names: str, allow_none: bool = False) -> None:
@@ -66,6 +94,7 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         s = "optim"
+        _integers(s, self)
         _positive(s, self, "lr", "eps")
         _positive(s, self, "grad_clip", allow_none=True)
         _one_of(s, self, "schedule", SCHEDULES)
@@ -105,6 +134,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         s = "train"
+        _integers(s, self, whole_floats=("token_budget",))
         _positive(s, self, "batch_size", "seq_len", "val_every", "ckpt_every", "log_every", "keep_checkpoints")
         _positive(s, self, "max_steps", "token_budget", "flop_budget", "val_batches", "val_batch_size",
                   "peak_flops", allow_none=True)
@@ -140,6 +170,7 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         s = "trainer"
+        _integers(s, self)
         _one_of(s, self, "accelerator", ACCELERATORS)
         _one_of(s, self, "strategy", STRATEGIES)
         _positive(s, self, "devices", "num_nodes")
@@ -187,6 +218,13 @@ class RunConfig:
             object.__setattr__(self, "name", str(self.name))
         if not isinstance(self.name, str) or not self.name or "/" in self.name:
             _fail("run", "name", self.name, "must be a non-empty name without '/'")
+        self.check_model_fit()
+
+    def check_model_fit(self) -> None:
+        """The attention spec's checks that need the model (head groups, kq layers, DIFF's head pairs), made here
+        so that `--print-config` and `train` fail before any work. (The context length is checked against the data
+        when training starts: a train preset alone, e.g. `train=paper` with the tiny model, must still compose.)"""
+        self.attention.check_model(n_heads=self.model.n_heads, n_layers=self.model.n_layers)
 
     @property
     def run_dir(self) -> str:

@@ -1,14 +1,18 @@
 """Train one run from a RunConfig: data, model, Lightning trainer, MLflow run, checkpoints, final export.
 
-Rank 0 owns the MLflow run (created, or resumed from <run dir>/mlflow_run_id). A failure (NaN loss, an
-exception, Ctrl-C) marks the run FAILED/KILLED with the reason; success logs `final/*` and FINISHED.
+Rank 0 owns the MLflow run (created, or resumed from <run dir>/mlflow_run_id). Every path the run writes is
+checked before any work. A failure (NaN loss, an exception) marks the run FAILED, SIGINT / SIGTERM mark it
+KILLED (tags `mta.failure_reason`, `mta.signal`), each appended to the history tag `mta.interruptions`; a run
+that finishes, after a resume, drops the failure tags and keeps the history. Success logs `final/*` and FINISHED.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +23,11 @@ from mta_lab.model.accounting import count_parameters, flops_per_token
 from mta_lab.quiet import quiet_third_party
 from mta_lab.train.checkpoints import checkpoint_dir, checkpoint_step, latest_checkpoint
 from mta_lab.train.config import ConfigError, RunConfig
+from mta_lab.train.interrupts import TrainingInterrupted
+from mta_lab.train.preflight import check_run_paths
+
+FAILURE_TAGS = ("mta.failure_reason", "mta.signal")  # dropped when a resumed run finishes
+HISTORY_TAG = "mta.interruptions"  # one line per stop: "step N: STATUS (reason)"
 
 
 @dataclass
@@ -99,6 +108,10 @@ def _prepare_tracking(run: RunConfig, resume_from: Path | None, *, bundle, param
         if client.get_run(previous).info.status == "RUNNING":
             client.set_terminated(previous, status="KILLED")
         previous = None
+    elif previous:  # a resume: a run still RUNNING was stopped without a record (SIGKILL, a crash, a lost node)
+        client = MlflowClient(uri)
+        if client.get_run(previous).info.status == "RUNNING":
+            _record_stop(client, previous, f"after {resume_from.name}: stopped without a record (e.g. SIGKILL)")
     tags = {
         "mta.variant": run.attention_name, "mta.size": run.model_name, "mta.seed": run.train.seed,
         "mta.sweep": "none", "mta.trial": "none", "mta.config_hash": config_hash(run), "mta.git_sha": git_sha(),
@@ -115,12 +128,41 @@ def _prepare_tracking(run: RunConfig, resume_from: Path | None, *, bundle, param
     return handle
 
 
+def _record_stop(client, run_id: str, line: str) -> None:
+    """Append one line to the run's interruption history (the newest kept when MLflow's tag limit is reached)."""
+    old = client.get_run(run_id).data.tags.get(HISTORY_TAG)
+    client.set_tag(run_id, HISTORY_TAG, ("\n".join(filter(None, [old, line])))[-5000:])
+
+
+def _close_failed(handle, err: BaseException, step: int) -> None:
+    """Mark the MLflow run KILLED (a signal) or FAILED (anything else), with the reason and the history."""
+    if isinstance(err, TrainingInterrupted):
+        status, reason = "KILLED", f"interrupted by {err.signal_name} at step {step}"
+        handle.client.set_tag(handle.run_id, "mta.signal", err.signal_name)
+    elif isinstance(err, KeyboardInterrupt | SystemExit):  # a caller's Ctrl-C (Lightning turns it into exit(1))
+        status, reason = "KILLED", f"interrupted at step {step} ({type(err).__name__})"
+    else:
+        status, reason = "FAILED", f"{type(err).__name__}: {err}"
+    _record_stop(handle.client, handle.run_id, f"step {step}: {status} ({reason})"[:1000])
+    handle.finish(status, reason)
+
+
+def _clear_failure(handle) -> None:
+    tags = handle.client.get_run(handle.run_id).data.tags
+    for key in FAILURE_TAGS:
+        if key in tags:
+            handle.client.delete_tag(handle.run_id, key)
+
+
 def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None = None) -> TrainResult:
     from mta_lab.data import build_data
     from mta_lab.train.strategies import resolve_accelerator
 
     quiet_third_party()
+    # Lightning logs "Received SIGTERM" at INFO; the command says it in its one line.
+    logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector").setLevel(logging.WARNING)
     run_dir = Path(run.run_dir)
+    check_run_paths(run.root, run.run_dir, run.tracking_uri)
     accelerator = resolve_accelerator(run.trainer)
     world = run.trainer.devices * run.trainer.num_nodes
 
@@ -138,8 +180,61 @@ def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None
     n_params = count_parameters(run.model, run.attention).total
     resume_from = _resolve_resume(run, total_steps)
 
-    import lightning as L
     from lightning.pytorch.utilities import rank_zero_only
+
+    handle = None
+    if rank_zero_only.rank == 0:
+        params = curated_params(run, n_params, flops.train, total_steps, tokens_per_step)
+        handle = _prepare_tracking(run, resume_from, bundle=bundle, params=params)
+    trainer = None
+    try:  # from here on the MLflow run exists: whatever stops the run closes it, with the reason
+        trainer, task, datamodule, throughput = _build_trainer(
+            run, bundle, handle, accelerator=accelerator, world=world, total_steps=total_steps,
+            tokens_per_step=tokens_per_step, flops=flops, progress=progress, extra_callbacks=extra_callbacks)
+        started = time.time()
+        trainer.fit(task, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+        if trainer.interrupted:
+            raise TrainingInterrupted(signal.SIGINT)
+        final = _final_metrics(trainer, throughput, n_params=n_params, flops=flops.train, started=started)
+        if handle is not None:
+            # Metric steps follow Lightning's index of the optimizer step (0-based): the last step is N - 1.
+            handle.log_metrics(final, trainer.global_step - 1, int(time.time() * 1000), force=True)
+            _clear_failure(handle)
+            handle.finish("FINISHED")
+    except BaseException as err:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        step = trainer.global_step if trainer is not None else 0
+        if isinstance(err, SIGTERMException):  # Lightning's own SIGTERM path (a rank it signalled)
+            err = TrainingInterrupted(signal.SIGTERM)
+        if isinstance(err, TrainingInterrupted):
+            err.step, err.run_id = step, handle.run_id if handle is not None else None
+        if handle is not None:
+            _close_failed(handle, err, step)
+        if isinstance(err, TrainingInterrupted):
+            raise err from None
+        raise
+    return TrainResult(run_id=handle.run_id if handle else None, run_dir=str(run_dir), tracking_uri=run.tracking_uri,
+                       experiment=run.tracking.experiment, steps=trainer.global_step, metrics=final,
+                       params=n_params, resumed_from=str(resume_from) if resume_from else None)
+
+
+def _final_metrics(trainer, throughput, *, n_params: int, flops: int, started: float) -> dict[str, float]:
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    final = {
+        "final/train_loss": metrics.get("train/loss"), "final/val_loss": metrics.get("val/loss"),
+        "final/val_ppl": metrics.get("val/ppl"), "final/val_error_rate": metrics.get("val/error_rate"),
+        "final/tokens_per_s": throughput.last_tokens_per_s, "final/mfu": throughput.last_mfu,
+        "final/steps": float(trainer.global_step), "final/params": float(n_params),
+        "final/flops_per_token": float(flops), "final/wall_s": time.time() - started,
+    }
+    return {k: v for k, v in final.items() if v is not None}
+
+
+def _build_trainer(run: RunConfig, bundle, handle, *, accelerator: str, world: int, total_steps: int,
+                   tokens_per_step: int, flops, progress: bool, extra_callbacks: list | None):
+    """The Lightning trainer, the task, the data module and the throughput meter of one run."""
+    import lightning as L
 
     from mta_lab.tracking.lightning_logger import MLflowRunLogger
     from mta_lab.train.callbacks import ResolvedBackends, Throughput, detect_peak_flops
@@ -148,12 +243,7 @@ def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None
     from mta_lab.train.module import LanguageModelTask
     from mta_lab.train.strategies import build_strategy
 
-    handle = None
-    if rank_zero_only.rank == 0:
-        params = curated_params(run, n_params, flops.train, total_steps, tokens_per_step)
-        handle = _prepare_tracking(run, resume_from, bundle=bundle, params=params)
-
-    # ---------------------------------------------------------------- Lightning
+    run_dir = Path(run.run_dir)
     L.seed_everything(run.train.seed, workers=True, verbose=False)
     datamodule = LMDataModule(bundle, batch_size=run.train.batch_size,
                               val_batch_size=run.train.val_batch_size or run.train.batch_size,
@@ -182,34 +272,7 @@ def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None
         enable_checkpointing=False, use_distributed_sampler=False, enable_model_summary=False,
         default_root_dir=str(run_dir), benchmark=False,
     )
-
-    started = time.time()
-    try:
-        trainer.fit(task, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
-        if trainer.interrupted:
-            raise KeyboardInterrupt
-    except BaseException as err:
-        if handle is not None:
-            status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
-            handle.finish(status, f"{type(err).__name__}: {err}")
-        raise
-
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    final = {
-        "final/train_loss": metrics.get("train/loss"), "final/val_loss": metrics.get("val/loss"),
-        "final/val_ppl": metrics.get("val/ppl"), "final/val_error_rate": metrics.get("val/error_rate"),
-        "final/tokens_per_s": throughput.last_tokens_per_s, "final/mfu": throughput.last_mfu,
-        "final/steps": float(trainer.global_step), "final/params": float(n_params),
-        "final/flops_per_token": float(flops.train), "final/wall_s": time.time() - started,
-    }
-    final = {k: v for k, v in final.items() if v is not None}
-    if handle is not None:
-        # Metric steps follow Lightning's index of the optimizer step (0-based): the last step is N - 1.
-        handle.log_metrics(final, trainer.global_step - 1, int(time.time() * 1000), force=True)
-        handle.finish("FINISHED")
-    return TrainResult(run_id=handle.run_id if handle else None, run_dir=str(run_dir), tracking_uri=run.tracking_uri,
-                       experiment=run.tracking.experiment, steps=trainer.global_step, metrics=final,
-                       params=n_params, resumed_from=str(resume_from) if resume_from else None)
+    return trainer, task, datamodule, throughput
 
 
 def _rich_ok() -> bool:

@@ -53,3 +53,19 @@ def test_unknown_override_keys(tmp_path, data_cache):
     assert_one_line_error(run_cli(*base, "+colour=red"), "unknown top-level key(s) colour")
     assert not (tmp_path / "unknown").exists()
     _no_mlflow_run(tmp_path)
+
+
+def test_a_fractional_batch_size_is_an_error_before_any_record(tmp_path, data_cache):
+    result = run_cli(*tiny(tmp_path, "frac", data_cache, max_steps=5, batch_size=2.5))
+    assert_one_line_error(result, "train.batch_size=2.5", "must be an integer")
+    assert not (tmp_path / "frac").exists()
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_spec_that_does_not_fit_the_model_fails_print_config_and_train_before_any_record(tmp_path, data_cache):
+    bad = ["attention=mta", "attention.kq_layers=[7]"]
+    base = tiny(tmp_path, "kq", data_cache, max_steps=5)
+    assert_one_line_error(run_cli(*base, *bad, "--print-config"), "attention.kq_layers", "n_layers=4")
+    assert_one_line_error(run_cli(*base, *bad), "attention.kq_layers", "n_layers=4")
+    assert not (tmp_path / "kq").exists()
+    assert not (tmp_path / "mlflow.db").exists()

@@ -57,7 +57,9 @@ def test_model_option_composes_to_the_python_preset(name):
 
 
 def test_a_preset_field_overrides_like_a_yaml_field():
-    spec = load_run_config(["attention=mta", "attention.kq_pre=[4,9]", "attention.kq_layers=[6,18]"]).attention
+    # kq layers 6 and 18 need a model that deep (24 layers): with the 4-layer default the spec is refused.
+    spec = load_run_config(["model=880m", "attention=mta", "attention.kq_pre=[4,9]",
+                            "attention.kq_layers=[6,18]"]).attention
     assert (spec.kq_pre, spec.kq_post, spec.kq_layers, spec.gate) == ((4, 9), (6, 11), (6, 18), "scalar")
     assert load_run_config(["model=880m", "model.n_layers=12"]).model.n_layers == 12
 
@@ -129,12 +131,23 @@ def test_every_experiment_size_file_is_reached_by_its_experiment_and_model(optio
         (["data=files"], "Missing mandatory value: domains"),
         (["model.n_heads=5"], "model.n_heads=5: must divide model.dim=64"),
         (["name=a/b"], "run.name='a/b'"),
+        (["trainr.max_steps=5"], "trainr.max_steps=5: no config key trainr.max_steps; did you mean train.max_steps?"),
+        (["train.max_stpes=5"], "did you mean train.max_steps?"),
+        (["train.max_steps=", "5"], "override '5' is not KEY=VALUE; a space after '=' split train.max_steps= 5 in "
+                                    "two: write train.max_steps=5"),
+        (["attention"], "override 'attention' is not KEY=VALUE"),
     ],
 )
 def test_bad_overrides_are_clear_errors(overrides, message):
     with pytest.raises(ValueError, match=None) as info:
         load_run_config(overrides)
     assert message in " ".join(str(info.value).split())
+
+
+def test_an_unparsable_override_is_one_message_without_hydras_lexer_exception():
+    with pytest.raises(ConfigError) as info:
+        load_run_config(["train.max_steps=", "5"])
+    assert "LexerNoViableAltException" not in str(info.value) and "\n" not in str(info.value)
 
 
 def test_every_shipped_yaml_is_covered():

@@ -27,6 +27,17 @@ class PoisonWeightAt(L.Callback):
                 pl_module.model.layers[0].attn.wq.weight.fill_(float("nan"))
 
 
+class CtrlCAt(L.Callback):
+    """Raises KeyboardInterrupt (what Ctrl-C does without the CLI's handler) before step `step`."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt
+
+
 def test_nan_weight_raises_training_diverged_and_marks_run_failed(tmp_path, data_cache):
     config = load_run_config(tiny(tmp_path, "diverge", data_cache, max_steps=20))
     with pytest.raises(TrainingDiverged, match="nan"):
@@ -85,3 +96,26 @@ def test_a_numeric_run_name_is_a_name_or_a_clear_error():
     except ConfigError:
         return
     assert config.name == "2024"
+
+
+def test_a_failure_after_the_mlflow_run_exists_closes_it_failed_not_running(tmp_path, data_cache):
+    """A bug between the MLflow run's creation and `fit` (here: a batch size that got past validation, the
+    issue's TypeError) must not leave the run RUNNING."""
+    config = load_run_config(tiny(tmp_path, "early", data_cache, max_steps=5))
+    object.__setattr__(config.train, "batch_size", 2.5)  # what validation now refuses, forced past it
+    with pytest.raises(TypeError):
+        train(config, progress=False)
+    run_id = (tmp_path / "early" / "mlflow_run_id").read_text().strip()
+    run = client_for(config.tracking_uri).get_run(run_id)
+    assert run.info.status == "FAILED"
+    assert "TypeError" in run.data.tags["mta.failure_reason"]
+    assert "step 0: FAILED (TypeError" in run.data.tags["mta.interruptions"]
+
+
+def test_ctrl_c_in_a_library_call_marks_the_run_killed_not_failed(tmp_path, data_cache):
+    config = load_run_config(tiny(tmp_path, "ctrlc", data_cache, max_steps=20))
+    with pytest.raises(SystemExit):  # Lightning's answer to KeyboardInterrupt
+        train(config, progress=False, extra_callbacks=[CtrlCAt(3)])
+    run = client_for(config.tracking_uri).get_run((tmp_path / "ctrlc" / "mlflow_run_id").read_text().strip())
+    assert run.info.status == "KILLED"
+    assert run.data.tags["mta.failure_reason"] == "interrupted at step 3 (SystemExit)"
