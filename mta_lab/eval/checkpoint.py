@@ -31,7 +31,9 @@ def load_checkpoint_file(path: str | Path, map_location="cpu", *, mmap: bool = F
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL (\S+)", str(err))
-        what = f"the object {found.group(1)}" if found else "objects other than tensors and plain data"
+        if found is None:
+            raise  # no foreign object named: junk or damage, which the caller reports as unreadable
+        what = f"the object {found.group(1)}"
         raise UnsafeCheckpoint(
             f"{f'{label}={path}: ' if label else ''}refused: it carries {what}, which loading would execute "
             "(mta-lab loads checkpoints with "
