@@ -1,7 +1,13 @@
-"""Load a trained model for evaluation from a run directory, a `final/model.pt` export or a Lightning checkpoint."""
+"""Load a trained model for evaluation from a run directory, a `final/model.pt` export or a Lightning checkpoint.
+
+Every checkpoint file is opened with `torch.load(weights_only=True)`: tensors and plain data only (what training
+writes: the configs are dicts of builtins), so a shared file cannot run code on the reader's machine.
+"""
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -13,6 +19,29 @@ from mta_lab.model.config import ModelConfig
 from mta_lab.model.transformer import build_model
 
 
+class UnsafeCheckpoint(UsageError):
+    """A checkpoint file holds pickled objects beyond tensors and plain data."""
+
+
+def load_checkpoint_file(path: str | Path, map_location="cpu", *, mmap: bool = False, label: str | None = "ckpt"):
+    """`torch.load(path, weights_only=True)`; a file whose pickle names other objects (code that unpickling would
+    run) is refused with `UnsafeCheckpoint` (its message starts `<label>=<path>: `), before anything of it runs.
+    Other failures propagate."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        if found is None:
+            raise  # no foreign object named: junk or damage, which the caller reports as unreadable
+        what = f"the object {found.group(1)}"
+        raise UnsafeCheckpoint(
+            f"{f'{label}={path}: ' if label else ''}refused: it carries {what}, which loading would execute "
+            "(mta-lab loads checkpoints with "
+            "torch.load(weights_only=True): tensors and plain data only); use a checkpoint written by mta-lab "
+            "training, or re-export the weights from a source you trust"
+        ) from None
+
+
 def load_model(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict]:
     """(model in eval mode, payload with "model", "attention", "data" config dicts and "step")."""
     path = Path(path)
@@ -22,7 +51,9 @@ def load_model(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, 
         raise UsageError(f"ckpt={path}: not a file; give a run directory, its final/model.pt or a checkpoints/*.ckpt "
                          "file (sharded FSDP checkpoint directories: use the run's final/model.pt)")
     try:
-        raw = torch.load(path, map_location=map_location, weights_only=False)
+        raw = load_checkpoint_file(path, map_location)
+    except UnsafeCheckpoint:
+        raise
     except Exception as err:  # unreadable or not a torch file
         raise UsageError(f"ckpt={path}: cannot be read as a checkpoint ({type(err).__name__}: {err})") from None
     if "mta_configs" in raw:  # a Lightning checkpoint of LanguageModelTask

@@ -17,13 +17,15 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from mta_lab.errors import TrackingError
+from mta_lab.tracking.database import initialise_sqlite
 from mta_lab.tracking.experiments import get_or_create_experiment
 
 MAX_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, before any training, when a tracking server does not answer."""
+    """Fail fast, before any training, when a tracking server does not answer; a local sqlite database is made
+    ready to write (created and migrated once)."""
     parsed = urllib.parse.urlparse(uri)
     if parsed.scheme in ("http", "https"):
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
@@ -37,8 +39,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
                 "to log to a local sqlite file"
             ) from None
     elif parsed.scheme == "sqlite":
-        directory = os.path.dirname(uri.removeprefix("sqlite:///")) or "."
-        os.makedirs(directory, exist_ok=True)
+        initialise_sqlite(uri)  # creates the folder and the database once, safely under concurrent starts
 
 
 def default_artifact_location(uri: str) -> str | None:
@@ -57,8 +58,10 @@ def git_sha() -> str:
 
 
 class RunHandle:
-    """One MLflow run, created or resumed; metrics are written at once, steps at or below `resume_floor` (already
-    logged before an interruption) are dropped."""
+    """One MLflow run, created or resumed; metrics are written at once. After a resume, a point of a metric at or
+    below that metric's last logged step (`resume_floor[key]`, logged before the interruption) is dropped: a replayed
+    step is not logged twice, and a validation cut short by the kill (its metrics never logged) is logged when it
+    runs again."""
 
     def __init__(self, uri: str, experiment: str, *, run_id: str | None = None, run_name: str | None = None,
                  tags: Mapping[str, str] | None = None, parent_run_id: str | None = None) -> None:
@@ -71,7 +74,7 @@ class RunHandle:
             run = self.client.get_run(run_id)
             self.run_id = run.info.run_id
             self.client.update_run(self.run_id, status="RUNNING")
-            self.resume_floor = self._last_logged_step()
+            self.resume_floor = self._last_logged_steps()
         else:
             experiment_id = get_or_create_experiment(self.client, experiment, default_artifact_location(uri))
             all_tags = dict(tags or {})
@@ -79,22 +82,19 @@ class RunHandle:
                 all_tags["mlflow.parentRunId"] = parent_run_id
             run = self.client.create_run(experiment_id, run_name=run_name, tags=all_tags)
             self.run_id = run.info.run_id
-            self.resume_floor = -1
+            self.resume_floor: dict[str, int] = {}
         self.experiment_id = run.info.experiment_id
 
-    def _last_logged_step(self) -> int:
+    def _last_logged_steps(self) -> dict[str, int]:
         run = self.client.get_run(self.run_id)
-        last = -1
-        for key in run.data.metrics:
-            for metric in self.client.get_metric_history(self.run_id, key):
-                last = max(last, metric.step)
-        return last
+        return {key: max((m.step for m in self.client.get_metric_history(self.run_id, key)), default=-1)
+                for key in run.data.metrics}
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, timestamp_ms: int, *, force: bool = False) -> None:
-        """Log at `step`; steps at or below the resume floor were logged before an interruption and are
-        skipped, unless `force` (new keys such as final/*)."""
-        if step <= self.resume_floor and not force:
-            return
+        """Log at `step`; a metric whose history already reaches `step` (logged before an interruption) is
+        skipped, unless `force`."""
+        if not force:
+            metrics = {k: v for k, v in metrics.items() if step > self.resume_floor.get(k, -1)}
         # Written at once, so a killed run loses nothing it logged (a resume relies on it).
         points = [Metric(k, float(v), timestamp_ms, step) for k, v in metrics.items()]
         for i in range(0, len(points), MAX_BATCH):

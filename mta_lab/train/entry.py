@@ -21,7 +21,13 @@ import yaml
 
 from mta_lab.model.accounting import count_parameters, flops_per_token
 from mta_lab.quiet import quiet_third_party
-from mta_lab.train.checkpoints import checkpoint_dir, checkpoint_step, latest_checkpoint
+from mta_lab.train.checkpoints import (
+    checkpoint_dir,
+    checkpoint_problem,
+    checkpoint_step,
+    latest_checkpoint,
+    latest_good_checkpoint,
+)
 from mta_lab.train.config import ConfigError, RunConfig
 from mta_lab.train.interrupts import TrainingInterrupted
 from mta_lab.train.preflight import check_run_paths
@@ -79,12 +85,15 @@ def _resolve_resume(run: RunConfig, total_steps: int) -> Path | None:
                 "continue it with resume=auto, choose another name=..., or delete the directory"
             )
         return None
-    path = existing if run.resume == "auto" else Path(run.resume)
+    path = latest_good_checkpoint(run.run_dir) if run.resume == "auto" else Path(run.resume)
     if path is None:
         return None
     if not path.exists():
         raise ConfigError(f"resume={run.resume!r}: no such checkpoint; use resume=auto or a path from "
                           f"{checkpoint_dir(run.run_dir)}")
+    if run.resume != "auto" and (problem := checkpoint_problem(path)) is not None:
+        raise ConfigError(f"resume={run.resume!r}: this checkpoint cannot be resumed: {problem[:600]}; use "
+                          f"resume=auto or another checkpoint of {checkpoint_dir(run.run_dir)}")
     step = checkpoint_step(path)
     if step is not None and step >= total_steps:
         raise ConfigError(f"resume: {path.name} is at step {step}, and the budget is {total_steps} steps: nothing "
@@ -182,6 +191,24 @@ def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None
 
     from lightning.pytorch.utilities import rank_zero_only
 
+    from mta_lab.train.run_lock import RunLock
+
+    # One training per run directory, locked before any MLflow record; held until this function returns.
+    lock = RunLock(run_dir).acquire() if rank_zero_only.rank == 0 else None
+    try:
+        return _train_locked(run, run_dir, progress=progress, extra_callbacks=extra_callbacks, bundle=bundle,
+                             accelerator=accelerator, world=world, tokens_per_step=tokens_per_step, flops=flops,
+                             total_steps=total_steps, n_params=n_params, resume_from=resume_from)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(run: RunConfig, run_dir: Path, *, progress: bool, extra_callbacks: list | None, bundle,
+                  accelerator: str, world: int, tokens_per_step: int, flops, total_steps: int, n_params: int,
+                  resume_from: Path | None) -> TrainResult:
+    from lightning.pytorch.utilities import rank_zero_only
+
     handle = None
     if rank_zero_only.rank == 0:
         params = curated_params(run, n_params, flops.train, total_steps, tokens_per_step)
@@ -192,7 +219,8 @@ def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None
             run, bundle, handle, accelerator=accelerator, world=world, total_steps=total_steps,
             tokens_per_step=tokens_per_step, flops=flops, progress=progress, extra_callbacks=extra_callbacks)
         started = time.time()
-        trainer.fit(task, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+        trainer.fit(task, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None,
+                    weights_only=True)
         if trainer.interrupted:
             raise TrainingInterrupted(signal.SIGINT)
         final = _final_metrics(trainer, throughput, n_params=n_params, flops=flops.train, started=started)
@@ -237,6 +265,7 @@ def _build_trainer(run: RunConfig, bundle, handle, *, accelerator: str, world: i
     import lightning as L
 
     from mta_lab.tracking.lightning_logger import MLflowRunLogger
+    from mta_lab.train.atomic_io import DirectCheckpointIO
     from mta_lab.train.callbacks import ResolvedBackends, Throughput, detect_peak_flops
     from mta_lab.train.checkpoints import StepCheckpoint
     from mta_lab.train.datamodule import LMDataModule
@@ -270,7 +299,7 @@ def _build_trainer(run: RunConfig, bundle, handle, *, accelerator: str, world: i
         callbacks=[throughput, checkpoints, ResolvedBackends(handle), *([bar] if bar else []),
                    *(extra_callbacks or [])],
         enable_checkpointing=False, use_distributed_sampler=False, enable_model_summary=False,
-        default_root_dir=str(run_dir), benchmark=False,
+        default_root_dir=str(run_dir), benchmark=False, plugins=[DirectCheckpointIO()],
     )
     return trainer, task, datamodule, throughput
 

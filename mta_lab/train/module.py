@@ -90,11 +90,14 @@ class LanguageModelTask(L.LightningModule):
         trainer = self.trainer
         if self.export_path is None:
             return
+        from mta_lab.train.atomic_io import atomic_torch_save
+
         state = self.full_state_dict()
         if trainer.is_global_zero:
             Path(self.export_path).parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"model": self.model_config.to_dict(), "attention": self.attention.to_dict(),
-                        "state_dict": state, "step": trainer.global_step, **self.export_extra}, self.export_path)
+            atomic_torch_save({"model": self.model_config.to_dict(), "attention": self.attention.to_dict(),
+                               "state_dict": state, "step": trainer.global_step, **self.export_extra},
+                              self.export_path)
 
     def full_state_dict(self) -> dict[str, Tensor]:
         """The unsharded model weights on CPU (a collective under FSDP: every rank must call it)."""
