@@ -27,6 +27,11 @@ USER_ERRORS = [
     ("mta_lab.sweep.storage", "SweepStorageError", ValueError),
     ("mta_lab.sweep.study", "SweepNotCreated", ValueError),
     ("mta_lab.sweep.slurm", "ClusterProfileError", ValueError),
+    ("mta_lab.sweep.changes", "SweepChanged", ValueError),
+    ("mta_lab.sweep.journal", "JournalDamaged", RuntimeError),
+    ("mta_lab.train.run_lock", "RunDirectoryBusy", RuntimeError),
+    ("mta_lab.train.preflight", "PathError", OSError),
+    ("mta_lab.eval.checkpoint", "UnsafeCheckpoint", ValueError),
 ]
 
 
