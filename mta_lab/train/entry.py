@@ -191,8 +191,11 @@ def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None
 
     from lightning.pytorch.utilities import rank_zero_only
 
+    from mta_lab.tracking.mlflow_run import check_reachable
     from mta_lab.train.run_lock import RunLock
 
+    if rank_zero_only.rank == 0:
+        check_reachable(run.tracking_uri)  # an unreachable server fails before the run directory exists
     # One training per run directory, locked before any MLflow record; held until this function returns.
     lock = RunLock(run_dir).acquire() if rank_zero_only.rank == 0 else None
     try:

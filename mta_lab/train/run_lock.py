@@ -25,8 +25,10 @@ class RunLock:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LOCK_NAME
         self._fd: int | None = None
+        self._created = False
 
     def acquire(self) -> RunLock:
+        self._created = not self.run_dir.exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -47,6 +49,13 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
+            # A run that stopped before writing anything leaves no directory behind (only the lock was there).
+            if self._created and [p.name for p in self.run_dir.iterdir()] == [LOCK_NAME]:
+                try:
+                    self.path.unlink()
+                    self.run_dir.rmdir()
+                except OSError:  # another start got there in between: its run, its directory
+                    pass
 
     def __enter__(self) -> RunLock:
         return self.acquire()
