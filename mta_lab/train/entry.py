@@ -102,13 +102,13 @@ def _resolve_resume(run: RunConfig, total_steps: int) -> Path | None:
 
 
 def _prepare_tracking(run: RunConfig, resume_from: Path | None, *, bundle, params: dict):
-    """Rank 0: create the MLflow run, or continue the one of the run directory when resuming."""
+    """Rank 0: create the MLflow run, or continue the one of the run directory when resuming (`train` has checked
+    that the tracking store answers)."""
     from mlflow.tracking import MlflowClient
 
-    from mta_lab.tracking.mlflow_run import RunHandle, check_reachable, git_sha
+    from mta_lab.tracking.mlflow_run import RunHandle, git_sha
 
     uri, run_dir = run.tracking_uri, Path(run.run_dir)
-    check_reachable(uri)
     run_dir.mkdir(parents=True, exist_ok=True)
     id_file = run_dir / "mlflow_run_id"
     previous = id_file.read_text().strip() if id_file.exists() else None
