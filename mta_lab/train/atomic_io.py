@@ -66,6 +66,16 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     commit(tmp, path)
 
 
+def write_text_atomic(path: str | Path, text: str) -> None:
+    path = Path(path)
+    tmp = temporary_path(path)
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    commit(tmp, path)
+
+
 def remove_temporaries(directory: str | Path) -> list[Path]:
     """Remove the leftover temporaries (files or directories) of killed writes in `directory`."""
     directory = Path(directory)

@@ -68,9 +68,10 @@ def checkpoint_problem(path: str | Path) -> str | None:
     return None
 
 
-def latest_good_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest checkpoint that loads; each newer damaged one is skipped with one warning line on stderr."""
-    found = list_checkpoints(run_dir)
+def latest_good_checkpoint(run_dir: str | Path, *, below: int | None = None) -> Path | None:
+    """The newest checkpoint (of a step < `below`, if given) that loads; each newer damaged one is skipped with one
+    warning line on stderr."""
+    found = [(s, p) for s, p in list_checkpoints(run_dir) if below is None or s < below]
     damaged: list[tuple[Path, str]] = []
     chosen = None
     for _, path in reversed(found):

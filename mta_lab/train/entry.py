@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import yaml
 
 from mta_lab.model.accounting import count_parameters, flops_per_token
 from mta_lab.quiet import quiet_third_party
+from mta_lab.train.atomic_io import temporary_path, write_text_atomic
 from mta_lab.train.checkpoints import (
     checkpoint_dir,
     checkpoint_problem,
@@ -34,6 +36,7 @@ from mta_lab.train.preflight import check_run_paths
 
 FAILURE_TAGS = ("mta.failure_reason", "mta.signal")  # dropped when a resumed run finishes
 HISTORY_TAG = "mta.interruptions"  # one line per stop: "step N: STATUS (reason)"
+FINISHED_FILE = "final/metrics.json"  # the final metrics, written once the MLflow run is FINISHED
 
 
 @dataclass
@@ -88,6 +91,15 @@ def _resolve_resume(run: RunConfig, total_steps: int) -> Path | None:
     path = latest_good_checkpoint(run.run_dir) if run.resume == "auto" else Path(run.resume)
     if path is None:
         return None
+    if run.resume == "auto" and (checkpoint_step(path) or 0) >= total_steps and not _finished(run.run_dir, path):
+        # Killed after its last checkpoint but before it was recorded as finished: train the tail again from
+        # the newest earlier checkpoint (its metrics are logged once), or from the start when there is none.
+        path = latest_good_checkpoint(run.run_dir, below=total_steps)
+        print(f"note: {run.run_dir} stopped after its last checkpoint, before it finished; "
+              + (f"resuming from {path.name}" if path else "no earlier checkpoint: training from the start"),
+              file=sys.stderr)
+        if path is None:
+            return None
     if not path.exists():
         raise ConfigError(f"resume={run.resume!r}: no such checkpoint; use resume=auto or a path from "
                           f"{checkpoint_dir(run.run_dir)}")
@@ -111,16 +123,18 @@ def _prepare_tracking(run: RunConfig, resume_from: Path | None, *, bundle, param
     uri, run_dir = run.tracking_uri, Path(run.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     id_file = run_dir / "mlflow_run_id"
-    previous = id_file.read_text().strip() if id_file.exists() else None
+    temporary_path(id_file).unlink(missing_ok=True)  # what a kill during the last write left
+    client = MlflowClient(uri)
+    previous = _recorded_run_id(client, id_file)
     if previous and resume_from is None:  # a fresh start: close the old run if it died while running
-        client = MlflowClient(uri)
         if client.get_run(previous).info.status == "RUNNING":
+            _record_stop(client, previous, "before its first checkpoint: stopped without a record (e.g. SIGKILL)")
             client.set_terminated(previous, status="KILLED")
         previous = None
     elif previous:  # a resume: a run still RUNNING was stopped without a record (SIGKILL, a crash, a lost node)
-        client = MlflowClient(uri)
         if client.get_run(previous).info.status == "RUNNING":
             _record_stop(client, previous, f"after {resume_from.name}: stopped without a record (e.g. SIGKILL)")
+    _close_orphans(client, run, run_dir, keep=previous)
     tags = {
         "mta.variant": run.attention_name, "mta.size": run.model_name, "mta.seed": run.train.seed,
         "mta.sweep": "none", "mta.trial": "none", "mta.config_hash": config_hash(run), "mta.git_sha": git_sha(),
@@ -128,13 +142,45 @@ def _prepare_tracking(run: RunConfig, resume_from: Path | None, *, bundle, param
     }
     handle = RunHandle(uri, run.tracking.experiment, run_id=previous, run_name=run.tracking.run_name or run.name,
                        tags={k: str(v) for k, v in tags.items()}, parent_run_id=os.environ.get("MTA_PARENT_RUN_ID"))
-    id_file.write_text(handle.run_id)
+    write_text_atomic(id_file, handle.run_id)  # a kill leaves the old file or the new one, never a partial id
     if previous is None:
         config_path = run_dir / "config.yaml"
-        config_path.write_text(yaml.safe_dump(run.to_dict(), sort_keys=False))
+        write_text_atomic(config_path, yaml.safe_dump(run.to_dict(), sort_keys=False))
         handle.log_artifact(str(config_path))
         handle.log_params(params)
     return handle
+
+
+def _recorded_run_id(client, id_file: Path) -> str | None:
+    """The MLflow run id kept in the run directory, None when there is none or it names no run of this store."""
+    if not id_file.exists():
+        return None
+    run_id = id_file.read_text().strip()
+    if not run_id:
+        return None
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_run(run_id)
+    except MlflowException:  # e.g. the directory was moved to another tracking store
+        logging.getLogger(__name__).warning("%s names run %s, which %s does not hold: starting a new MLflow run",
+                                            id_file, run_id, client.tracking_uri)
+        return None
+    return run_id
+
+
+def _close_orphans(client, run: RunConfig, run_dir: Path, *, keep: str | None) -> None:
+    """Mark KILLED the RUNNING runs of this run directory other than `keep`: a kill between creating an MLflow run
+    and recording its id leaves one (the run lock guarantees no other process trains into this directory)."""
+    experiment = client.get_experiment_by_name(run.tracking.experiment)
+    path = str(run_dir.resolve())
+    if experiment is None or "'" in path:
+        return
+    for orphan in client.search_runs([experiment.experiment_id], max_results=100, filter_string=(
+            f"tags.`mta.run_dir` = '{path}' and attributes.status = 'RUNNING'")):
+        if orphan.info.run_id != keep:
+            _record_stop(client, orphan.info.run_id, "stopped before its run id was recorded (e.g. SIGKILL)")
+            client.set_terminated(orphan.info.run_id, status="KILLED")
 
 
 def _record_stop(client, run_id: str, line: str) -> None:
@@ -161,6 +207,15 @@ def _clear_failure(handle) -> None:
     for key in FAILURE_TAGS:
         if key in tags:
             handle.client.delete_tag(handle.run_id, key)
+
+
+def _finished(run_dir: str | Path, checkpoint: Path) -> bool:
+    """The run recorded its end at the step of `checkpoint` (final/metrics.json, written after FINISHED)."""
+    path = Path(run_dir) / FINISHED_FILE
+    try:
+        return json.loads(path.read_text()).get("final/steps") == checkpoint_step(checkpoint)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None = None) -> TrainResult:
@@ -232,6 +287,7 @@ def _train_locked(run: RunConfig, run_dir: Path, *, progress: bool, extra_callba
             handle.log_metrics(final, trainer.global_step - 1, int(time.time() * 1000), force=True)
             _clear_failure(handle)
             handle.finish("FINISHED")
+            write_text_atomic(run_dir / FINISHED_FILE, json.dumps(final, indent=1, sort_keys=True) + "\n")
     except BaseException as err:
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
