@@ -66,6 +66,18 @@ def spec_dict(spec: SweepSpec) -> dict:
     return plain(data)
 
 
+def check_sweep_paths(spec: SweepSpec, sweep_dir: Path) -> None:
+    """The sweep directory (journal, runs, lock) and a sqlite tracking database's folder can be written; one
+    PathError naming the path and the fix otherwise, before anything is created."""
+    from mta_lab.train.preflight import check_writable_dir
+
+    check_writable_dir(sweep_dir, f"sweep directory {sweep_dir}", "pass --dir DIR on a writable filesystem")
+    uri, _ = tracking_of(spec, sweep_dir)
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        check_writable_dir(folder, f"tracking.uri={uri}", "point the sweep's tracking.uri to a writable folder")
+
+
 @contextmanager
 def creation_lock(sweep_dir: Path):
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -142,6 +154,7 @@ def create(spec: SweepSpec, sweep_dir: str | Path | None = None) -> Sweep:
     from mta_lab.tracking.mlflow_run import git_sha
 
     sweep_dir = resolve_dir(spec, sweep_dir)
+    check_sweep_paths(spec, sweep_dir)
     if spec.hpo is not None:
         _sampler_and_pruner(spec)  # a bad space / sampler / pruner fails before anything is created
     storage = open_storage(spec, sweep_dir) if spec.storage is not None or journal_path(sweep_dir).exists() \

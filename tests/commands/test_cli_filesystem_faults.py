@@ -1,5 +1,6 @@
-"""Filesystem faults through `mta-lab train`: a read-only mount, a file where the run root, `checkpoints/` or
-`final/` should be, a sqlite tracking database in a read-only folder. Each is found before any training and before
+"""Filesystem faults through `mta-lab train` and `mta-lab sweep`: a read-only mount, a file where the run root,
+`checkpoints/` or `final/` should be, a sqlite tracking database in a read-only folder, a sweep directory on a
+read-only mount. Each is found before any training and before
 any MLflow run: exit 2, one `error: ...` message naming the path and the fix, nothing recorded.
 
 Tests run as root here and in CI, and root writes through chmod, so a read-only folder is a real read-only tmpfs
@@ -8,11 +9,12 @@ mount (the tests that need one skip, saying why, where `mount` is not allowed)."
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from integration_helpers import assert_one_line_error, run_cli, tiny
+from integration_helpers import REPO, assert_one_line_error, clean_env, run_cli, tiny
 
 
 @pytest.fixture
@@ -65,3 +67,13 @@ def test_a_sqlite_tracking_database_in_a_read_only_folder(tmp_path, data_cache, 
     assert_one_line_error(result, f"tracking.uri={uri}", f"{read_only_dir}", "read-only", "tracking.uri")
     assert time.monotonic() - started < 60  # no retries
     assert not (tmp_path / "runs" / "db").exists()
+
+
+@pytest.mark.parametrize("action", ["create", "run"])
+def test_a_sweep_directory_on_a_read_only_mount(tmp_path, read_only_dir, action):
+    sweep_dir = read_only_dir / "sweep"
+    result = subprocess.run([sys.executable, "-m", "mta_lab.cli", "sweep", action, str(REPO / "sweeps/tiny/demo.yaml"),
+                             "--dir", str(sweep_dir)], capture_output=True, text=True, cwd=tmp_path, env=clean_env(),
+                            timeout=240)
+    assert_one_line_error(result, str(read_only_dir), "read-only", "--dir")
+    assert not sweep_dir.exists()
