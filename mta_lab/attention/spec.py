@@ -24,7 +24,7 @@ GATES = ("none", "scalar", "full")
 KERNEL_INITS = ("identity", "zero", "const", "uniform", "diagonal")
 # The implementations of the op (`attention/backends/`, one module each), fixed here so that a spec's validity does
 # not depend on what is installed; whether one runs is checked when a layer resolves it on its device.
-BACKEND_NAMES = ("eager", "stacked", "flex", "chunked", "triton", "triton_mix", "triton_conv")
+BACKEND_NAMES = ("eager", "stacked", "flex", "chunked", "triton", "triton_mix", "triton_flashmix", "triton_conv")
 LAYER_SELECTION_FORMS = "'all', 'none', 'every:K' or 'every:K:OFFSET', a pattern of 'x' and '.', or a list of indices"
 
 _EVERY = re.compile(r"^every:(\d+)(?::(\d+))?$")

@@ -16,7 +16,7 @@ from pathlib import Path
 import mta_lab.attention as package
 
 ROOT = Path(package.__file__).parent
-BACKENDS = ("eager", "stacked", "flex", "chunked", "triton", "triton_mix", "triton_conv")
+BACKENDS = ("eager", "stacked", "flex", "chunked", "triton", "triton_mix", "triton_flashmix", "triton_conv")
 
 
 def module_name(path: Path) -> str:

@@ -233,7 +233,7 @@ def test_well_formed_kq_layers_accepted(value):
 
 
 def test_backend_must_be_one_of_the_fixed_names():
-    allowed = "auto, eager, stacked, flex, chunked, triton, triton_mix, triton_conv"
+    allowed = "auto, eager, stacked, flex, chunked, triton, triton_mix, triton_flashmix, triton_conv"
     with pytest.raises(SpecError, match=err("backend", "'flash_mta'", f"must be one of {allowed}") + "$"):
         AttentionSpec(backend="flash_mta")
     with pytest.raises(SpecError, match=err("backend", "'Eager'", "must be one of auto, ")):
@@ -249,12 +249,12 @@ def test_backend_check_does_not_depend_on_what_is_installed():
     import sys
 
     code = ("import sys; from mta_lab.attention.spec import AttentionSpec; "
-            "[AttentionSpec(backend=n) for n in ('triton', 'triton_mix', 'triton_conv', 'flex')]; "
+            "[AttentionSpec(backend=n) for n in ('triton', 'triton_mix', 'triton_flashmix', 'triton_conv', 'flex')]; "
             "print(sorted(m for m in sys.modules if m.startswith('mta_lab.attention.backends.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     loaded = eval(out)  # noqa: S307  (a list of module names printed by the child)
-    assert not [m for m in loaded if m.rsplit(".", 1)[-1] in ("eager", "stacked", "flex", "chunked", "triton",
-                                                              "triton_mix", "triton_conv")], loaded
+    names = ("eager", "stacked", "flex", "chunked", "triton", "triton_mix", "triton_flashmix", "triton_conv")
+    assert not [m for m in loaded if m.rsplit(".", 1)[-1] in names], loaded
 
 
 MTA_ONLY_FIELDS = [

@@ -25,6 +25,7 @@ ANY_DEVICE = ("any",)  # every torch device type (cpu, cuda, mps, meta, ...)
 MODULES = {name: f"mta_lab.attention.backends.{name}" for name in BACKEND_NAMES}
 # What a backend module needs beyond torch, for the message when its import fails.
 NEEDS = {"triton": "Triton (pip install triton)", "triton_mix": "Triton (pip install triton)",
+         "triton_flashmix": "Triton (pip install triton)",
          "triton_conv": "Triton (pip install triton)", "flex": "FlexAttention (torch >= 2.5)"}
 
 

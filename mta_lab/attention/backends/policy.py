@@ -22,6 +22,10 @@ HINTS = ("score_elements", "compiling")
 # compiled "stacked" backend also beats the Triton kernels on such maps (880M, T 2048: 0.695x vs 0.421x the
 # Transformer's tokens/s, reports/bench/train-h200-880m-fast.md).
 MATERIALISE_UP_TO = 2**29
+# Above this many scores (B·H·T², known) "triton_mix"'s within-call T² maps (~12 bytes a score: 48 GiB at B 1,
+# H 16, T 16K) no longer fit beside a model, and head-mixing-only layers go to "triton_flashmix" (linear memory;
+# 1.4-1.6x slower than triton_mix where both run, reports/bench/attention-h200-talking_heads-flashmix.md).
+STREAM_MIXING_ABOVE = 2**32
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,10 @@ class Call:
         return (self.head_pre or self.head_post) and not (self.kq_pre or self.kq_post)
 
     @property
+    def huge_map(self) -> bool:
+        return self.score_elements is not None and self.score_elements > STREAM_MIXING_ABOVE
+
+    @property
     def small_map(self) -> bool:
         return self.score_elements is not None and self.score_elements <= MATERIALISE_UP_TO
 
@@ -67,6 +75,8 @@ RULES = (
          lambda c: c.kq_pre_only and not c.dropout and not (c.compiling and c.small_map)),
     Rule("flex", "kq_pre only, no dropout, a large map",
          lambda c: c.kq_pre_only and not c.dropout and not c.small_map),
+    Rule("triton_flashmix", "head mixing only (head_pre and/or head_post), no dropout, a map above 2^32 scores",
+         lambda c: c.mixes_heads_only and not c.dropout and c.huge_map),
     Rule("triton_mix", "head mixing only (head_pre and/or head_post), no dropout",
          lambda c: c.mixes_heads_only and not c.dropout),
     Rule("triton_conv", "kq_post (with anything else, dropout included)", lambda c: c.kq_post),
@@ -83,7 +93,8 @@ def kq_pre_only(options: Mapping) -> bool:
 
 
 def mixing_only(options: Mapping) -> bool:
-    """The calls "triton_mix" implements: head mixing (pre, post or both), no kq conv, without dropout."""
+    """The calls "triton_mix" and "triton_flashmix" implement: head mixing (pre, post or both), no kq conv, without
+    dropout."""
     call = Call.of(options)
     return call.mixes_heads_only and not call.dropout
 

@@ -15,7 +15,8 @@ Mixing couples the H heads at each (i, j), so every program of the kernels holds
 
 Only q, k, v and the row log-sum-exp are kept between forward and backward: the T × T maps exist during one
 layer's forward or backward, never across the model, so a model's peak memory stays near the Transformer's.
-They do exist, so the op's own peak grows as T² (the linear-memory backend for head mixing is "chunked").
+They do exist, so the op's own peak grows as T² (the linear-memory backends for head mixing are "triton_flashmix"
+and "chunked").
 No dropout and no key-query convolutions: such calls go to other backends. Correct against the eager op in
 Triton's interpreter (fp32, tests/attention/backends/test_triton_mix.py) and on an H200 (the GPU tests beside it).
 

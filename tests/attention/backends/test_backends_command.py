@@ -61,7 +61,7 @@ def test_without_triton_the_reason_is_shown():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout)
-    assert set(out["unavailable"]) == {"triton", "triton_mix", "triton_conv"}
+    assert set(out["unavailable"]) == {"triton", "triton_mix", "triton_flashmix", "triton_conv"}
     kq = by_layer(out)["kq conv only (kq_pre)"]
     assert kq["auto"]["large map"] == "flex"
     assert kq["not_chosen"]["triton"].startswith("unavailable: needs Triton (pip install triton)")

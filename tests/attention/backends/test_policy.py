@@ -15,7 +15,15 @@ import pytest
 import torch
 
 from mta_lab.attention.backends import backends, get, usable
-from mta_lab.attention.backends.policy import MATERIALISE_UP_TO, OP_OPTIONS, RULES, Call, choose, preference
+from mta_lab.attention.backends.policy import (
+    MATERIALISE_UP_TO,
+    OP_OPTIONS,
+    RULES,
+    STREAM_MIXING_ABOVE,
+    Call,
+    choose,
+    preference,
+)
 
 TABLE = Path(__file__).with_name("auto_choices.tsv")
 
@@ -68,6 +76,11 @@ LAYER_TYPES = [
     (dict(head_pre=1, head_post=1), "cpu", True, "eager"),  # Talking heads
     (dict(head_pre=1, head_post=1), "cuda", True, "triton_mix"),
     (dict(head_pre=1, head_post=1), "cuda", False, "eager"),
+    (dict(head_pre=1, head_post=1, score_elements=STREAM_MIXING_ABOVE), "cuda", True, "triton_mix"),
+    (dict(head_pre=1, head_post=1, score_elements=STREAM_MIXING_ABOVE + 1), "cuda", True, "triton_flashmix"),
+    (dict(head_post=1, score_elements=2**40, compiling=True), "cuda", True, "triton_flashmix"),  # linear memory
+    (dict(head_pre=1, score_elements=2**40, dropout_p=0.1), "cuda", True, "eager"),
+    (dict(head_pre=1, head_post=1, score_elements=2**40), "cuda", False, "eager"),
     (dict(head_pre=1, dropout_p=0.1), "cuda", True, "eager"),
     (dict(kq_pre=1, kq_post=1, head_pre=1, head_post=1), "cuda", True, "triton_conv"),  # the paper's kq layer
     (dict(kq_pre=1, kq_post=1, head_pre=1, head_post=1), "cuda", False, "stacked"),

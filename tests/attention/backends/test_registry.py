@@ -60,7 +60,8 @@ def test_pinned_backends_fail_clearly():
 
 
 def test_every_listed_backend_is_installed_here_in_list_order():
-    assert BACKEND_NAMES == ("eager", "stacked", "flex", "chunked", "triton", "triton_mix", "triton_conv")
+    assert BACKEND_NAMES == ("eager", "stacked", "flex", "chunked", "triton", "triton_mix", "triton_flashmix",
+                             "triton_conv")
     expected = [n for n in BACKEND_NAMES if n not in unavailable()]
     assert [b.name for b in backends()] == expected == list(backend_names())
     assert set(usable("cpu")) == {"eager", "stacked", "chunked"}
@@ -93,7 +94,7 @@ print(json.dumps(out))
 
 def test_without_triton_its_backends_are_unavailable_with_the_reason():
     out = run_python(WITHOUT_TRITON)
-    assert set(out["unavailable"]) == {"triton", "triton_mix", "triton_conv"}
+    assert set(out["unavailable"]) == {"triton", "triton_mix", "triton_flashmix", "triton_conv"}
     assert all(reason.startswith("needs Triton (pip install triton) (") for reason in out["unavailable"].values())
     assert out["usable"] == ["eager", "stacked", "flex", "chunked"]
     assert out["spec"] == "triton"  # a spec's validity does not depend on the install

@@ -16,13 +16,14 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reas
 MIX_ARGS = dict(H="i32", T="i32", scale="fp32", stride_sb="i32", stride_sh="i32", stride_pb="i32", stride_ph="i32")
 
 
-def compile_for_hopper(fn, signature: dict, constexprs: dict) -> None:
+def compile_for_hopper(fn, signature: dict, constexprs: dict, **options):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     signature = {**signature, **dict.fromkeys(constexprs, "constexpr")}
-    triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs), target=GPUTarget("cuda", 90, 32))
+    return triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs),
+                          target=GPUTarget("cuda", 90, 32), options=options or None)
 
 
 @pytest.mark.parametrize("has_pre", [True, False])
@@ -75,3 +76,44 @@ def test_band_attention_kernels_compile(backward, io, dtype_name):
     else:
         compile_for_hopper(_band_fwd, dict(Q=f"*{io}", K=f"*{io}", V=f"*{io}", C="*fp32", Out=f"*{io}",
                                            Lse="*fp32", **sizes, stride_ob="i32", stride_ot="i32"), consts)
+
+
+FLASHMIX_SIZES = dict(H="i32", T="i32", D="i32")
+
+
+@pytest.mark.parametrize(("has_pre", "has_post", "io"), [(True, True, "bf16"), (False, True, "bf16"),
+                                                         (True, False, "fp32")])
+def test_flash_mixing_kernels_compile(has_pre, has_post, io):
+    import torch
+
+    from mta_lab.attention.backends.triton_flashmix import _delta, _grads, _lse, _probs, _sizes, launch_config
+
+    dtype = torch.bfloat16 if io == "bf16" else torch.float32
+    config = launch_config(dtype)
+    q = torch.empty(1, 16, 1, 96, dtype=dtype)  # the 880M model's heads: width 96, padded to 128
+    sizes = _sizes(q, q, config["D_CHUNK"])
+    prec = {k: config[k] for k in ("QK_PRECISION", "PRE_PRECISION", "POST_PRECISION")}
+    tiles = dict(HP=16, BM=config["BM"], BN=config["BN"], DP=sizes["DP"], DCH=sizes["DCH"])
+    both = dict(DVP=sizes["DVP"], DVCH=sizes["DVCH"])
+    has = dict(HAS_PRE=has_pre, HAS_POST=has_post)
+    fwd = dict(num_warps=config["num_warps"], num_stages=config["num_stages"])
+    bwd = dict(fwd, num_warps=config["BWD_WARPS"])
+    qk = dict(Q=f"*{io}", K=f"*{io}", W1="*fp32")
+    grad_in = dict(V=f"*{io}", dO=f"*{io}", W1="*fp32", W2="*fp32", Lse="*fp32", Delta="*fp32")
+    chunk = dict(row0="i32", C="i32", kend="i32")
+    kernels = [
+        compile_for_hopper(_lse, dict(**qk, Lse="*fp32", **FLASHMIX_SIZES, scale="fp32"),
+                           dict(tiles, HAS_PRE=has_pre, QK_PRECISION=prec["QK_PRECISION"],
+                                PRE_PRECISION=prec["PRE_PRECISION"]), **fwd),
+        # float32 wider than 64 computes Δ by chunks instead (`_delta_by_chunks`): _delta runs at width 64 there.
+        compile_for_hopper(_delta, dict(Q=f"*{io}", K=f"*{io}", **grad_in, **FLASHMIX_SIZES, DV="i32", scale="fp32"),
+                           dict(tiles, **both, **has, **prec) | (dict(DP=64, DVP=64, DCH=64, DVCH=64) if io == "fp32"
+                                                                  else {}), **bwd),
+        compile_for_hopper(_probs, dict(**qk, W2="*fp32", Lse="*fp32", P=f"*{io}", **FLASHMIX_SIZES, **chunk,
+                                        scale="fp32"), dict(tiles, KB=config["KB"], **has, **prec), **fwd),
+        compile_for_hopper(_grads, dict(Q=f"*{io}", K=f"*{io}", **grad_in, dS=f"*{io}", P=f"*{io}", dW1="*fp32",
+                                        dW2="*fp32", **FLASHMIX_SIZES, DV="i32", **chunk, part0="i32", scale="fp32"),
+                           dict(tiles, **both, KB=config["KB"], **has, **prec), **bwd),
+    ]
+    for kernel in kernels:  # an H200's shared memory per block: a launch that needs more fails (OutOfResources)
+        assert kernel.metadata.shared <= 232448, (kernel.name, kernel.metadata.shared)
