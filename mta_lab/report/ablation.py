@@ -13,6 +13,7 @@ from mta_lab.report.stats import lower_is_better, paired_bootstrap, relative_pct
 from mta_lab.report.table import CHECK, CROSS, NOT_RESOLVED, Table, fmt_ci, fmt_pm, fmt_signed
 
 TABLE5_NAMES = re.compile(r"^(t5_.+|mta|transformer)$")
+INIT_PPL = "metrics.init/parent_val_ppl"
 TABLE5_COLUMNS = ("kq pre", "kq post", "head pre", "head post", "group norm")
 
 
@@ -68,6 +69,7 @@ def ablation_table(runs: pd.DataFrame, metric: str, baseline: str | None = None,
     base_flops = numeric(base_runs, "metrics.final/flops_per_token").mean()
     base_tps = numeric(base_runs, "metrics.final/tokens_per_s").mean()
 
+    inits = INIT_PPL in runs.columns and numeric(runs, INIT_PPL).notna().any()  # runs started with init_from
     rows, shown = [], []
     for variant in order:
         v_all, v_ok = runs[runs["variant"] == variant], ok[ok["variant"] == variant]
@@ -92,6 +94,12 @@ def ablation_table(runs: pd.DataFrame, metric: str, baseline: str | None = None,
                "failed_runs": ",".join(f"{r.run_name}:{r.status}" for r in failed.itertuples())}
         if table5:
             row |= _component_marks(v_all)
+        if inits:
+            row |= {"parent_val_ppl": numeric(v_ok, INIT_PPL).mean(),
+                    "step0_val_ppl": numeric(v_ok, "metrics.init/val_ppl").mean()
+                    if "metrics.init/val_ppl" in v_ok else math.nan,
+                    "val_ppl": numeric(v_ok, "metrics.final/val_ppl").mean()
+                    if "metrics.final/val_ppl" in v_ok else math.nan}
         rows.append(row)
         if variant == base:
             delta_cell = pct_cell = "baseline"
@@ -108,6 +116,8 @@ def ablation_table(runs: pd.DataFrame, metric: str, baseline: str | None = None,
                       "FLOPs/tok Δ%": "—" if variant == base else fmt_signed(row["flops_per_token_delta_pct"], 2, "%"),
                       "throughput ×": f"{row['throughput_ratio']:.2f}×" if math.isfinite(row["throughput_ratio"])
                       else "—",
+                      **({"parent ppl": _ppl(row["parent_val_ppl"]), "step-0 ppl": _ppl(row["step0_val_ppl"]),
+                          "ppl": _ppl(row["val_ppl"])} if inits else {}),
                       "failed/diverged": f"{len(failed)}/{diverged}"})
     data, display = pd.DataFrame(rows), pd.DataFrame(shown)
     means = data["mean"].where(data["n_seeds"] > 0)
@@ -122,7 +132,15 @@ def ablation_table(runs: pd.DataFrame, metric: str, baseline: str | None = None,
              "params/FLOPs per token from final/params and final/flops_per_token; throughput × = mean "
              "final/tokens_per_s over the baseline's (measured on whatever machine ran each run).",
              "failed/diverged: runs not FINISHED / finished without a finite value of the metric."]
+    if inits:
+        notes.append("parent ppl: the init_from parent's val/ppl on this run's validation data before any step "
+                     "(init/parent_val_ppl); step-0 ppl: this model's, after inserting its layers (init/val_ppl); "
+                     "ppl: final/val_ppl; means over seeds.")
     if table5:
         notes.append(f"Components (paper Table 5 layout) read from the runs' attention.* params: {CHECK} on, "
                      f"{CROSS} off.")
     return Table("ablation", f"Ablation: {metric} vs {base}", display, data, bold, notes)
+
+
+def _ppl(value: float) -> str:
+    return f"{value:.3f}" if isinstance(value, float) and math.isfinite(value) else "—"

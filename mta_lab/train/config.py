@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import typing
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cache
 from typing import Any
 
@@ -75,6 +75,11 @@ def _one_of(section: str, obj: Any, name: str, allowed: tuple) -> None:
     if value not in allowed:
         _fail(section, name, value, f"must be one of {', '.join(map(str, allowed))}")
 
+
+# How a retrofit (init_from a model with another attention spec) treats the new layers' group norm and gate:
+# "spec" keeps them as the spec says (the model no longer equals its parent at step 0: both losses are logged),
+# "exact" turns them off (identity kernels and mixing then compute the parent's function exactly).
+INIT_RETROFIT = ("spec", "exact")
 
 SCHEDULES = ("linear", "cosine", "constant")
 
@@ -209,6 +214,8 @@ class RunConfig:
     name: str = "default"
     root: str = "runs"
     resume: str = "never"  # never | auto | a checkpoint path
+    init_from: str | None = None  # weights of a trained model: a run dir, its final/model.pt or a checkpoint
+    init_retrofit: str | None = None  # spec | exact: see INIT_RETROFIT (mta_lab/train/init_from.py)
     model_name: str = "custom"  # the presets chosen (for MLflow tags)
     attention_name: str = "custom"
     data_name: str = "custom"
@@ -218,7 +225,31 @@ class RunConfig:
             object.__setattr__(self, "name", str(self.name))
         if not isinstance(self.name, str) or not self.name or "/" in self.name:
             _fail("run", "name", self.name, "must be a non-empty name without '/'")
+        self._check_init()
         self.check_model_fit()
+
+    def _check_init(self) -> None:
+        """`init_from` / `init_retrofit` (the files are read when training starts); `exact` turns the spec's group
+        norm and gate off, so that identity-initialised MTA layers inserted into a trained model leave it unchanged."""
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
+            _fail("run", "init_from", self.init_from, "must be a path (a run directory, its final/model.pt or a "
+                  "checkpoints/*.ckpt file) or null")
+        if self.init_retrofit is None:
+            return
+        _one_of("run", self, "init_retrofit", INIT_RETROFIT)
+        if self.init_from is None:
+            _fail("run", "init_retrofit", self.init_retrofit, "applies only with init_from=<trained run>; drop it")
+        if self.init_retrofit == "exact":
+            spec = self.attention
+            if spec.kind not in ("mta", "talking_heads", "softmax"):
+                _fail("run", "init_retrofit", "exact", f"needs an MTA, Talking-heads or softmax spec, not "
+                      f"attention.kind={spec.kind} (DIFF's output norm is part of it); use init_retrofit=spec")
+            if spec.has_kq_conv and spec.kernel_init != "identity":
+                _fail("run", "init_retrofit", "exact", f"needs identity kq kernels (attention.kernel_init="
+                      f"{spec.kernel_init} changes the parent's attention); set attention.kernel_init=identity or "
+                      "use init_retrofit=spec")
+            if spec.group_norm != "none" or spec.gate != "none":
+                object.__setattr__(self, "attention", replace(spec, group_norm="none", gate="none"))
 
     def check_model_fit(self) -> None:
         """The attention spec's checks that need the model (head groups, kq layers, DIFF's head pairs), made here

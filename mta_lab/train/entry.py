@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -31,6 +31,7 @@ from mta_lab.train.checkpoints import (
     latest_good_checkpoint,
 )
 from mta_lab.train.config import ConfigError, RunConfig
+from mta_lab.train.init_from import prepare_init
 from mta_lab.train.interrupts import TrainingInterrupted
 from mta_lab.train.preflight import check_run_paths
 
@@ -243,6 +244,9 @@ def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None
     total_steps = run.train.total_steps(tokens_per_step, flops.train)
     n_params = count_parameters(run.model, run.attention).total
     resume_from = _resolve_resume(run, total_steps)
+    init, init_tags = prepare_init(run, resume_from)  # the parent's weights, read and checked before any record
+    if init_tags:
+        run = replace(run, tracking=replace(run.tracking, tags={**init_tags, **run.tracking.tags}))
 
     from lightning.pytorch.utilities import rank_zero_only
 
@@ -256,7 +260,7 @@ def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None
     try:
         return _train_locked(run, run_dir, progress=progress, extra_callbacks=extra_callbacks, bundle=bundle,
                              accelerator=accelerator, world=world, tokens_per_step=tokens_per_step, flops=flops,
-                             total_steps=total_steps, n_params=n_params, resume_from=resume_from)
+                             total_steps=total_steps, n_params=n_params, resume_from=resume_from, init=init)
     finally:
         if lock is not None:
             lock.release()
@@ -264,7 +268,7 @@ def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None
 
 def _train_locked(run: RunConfig, run_dir: Path, *, progress: bool, extra_callbacks: list | None, bundle,
                   accelerator: str, world: int, tokens_per_step: int, flops, total_steps: int, n_params: int,
-                  resume_from: Path | None) -> TrainResult:
+                  resume_from: Path | None, init=None) -> TrainResult:
     from lightning.pytorch.utilities import rank_zero_only
 
     handle = None
@@ -275,7 +279,8 @@ def _train_locked(run: RunConfig, run_dir: Path, *, progress: bool, extra_callba
     try:  # from here on the MLflow run exists: whatever stops the run closes it, with the reason
         trainer, task, datamodule, throughput = _build_trainer(
             run, bundle, handle, accelerator=accelerator, world=world, total_steps=total_steps,
-            tokens_per_step=tokens_per_step, flops=flops, progress=progress, extra_callbacks=extra_callbacks)
+            tokens_per_step=tokens_per_step, flops=flops, progress=progress, extra_callbacks=extra_callbacks,
+            init=init)
         started = time.time()
         trainer.fit(task, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None,
                     weights_only=True)
@@ -319,7 +324,7 @@ def _final_metrics(trainer, throughput, *, n_params: int, flops: int, started: f
 
 
 def _build_trainer(run: RunConfig, bundle, handle, *, accelerator: str, world: int, total_steps: int,
-                   tokens_per_step: int, flops, progress: bool, extra_callbacks: list | None):
+                   tokens_per_step: int, flops, progress: bool, extra_callbacks: list | None, init=None):
     """The Lightning trainer, the task, the data module and the throughput meter of one run."""
     import lightning as L
 
@@ -328,6 +333,7 @@ def _build_trainer(run: RunConfig, bundle, handle, *, accelerator: str, world: i
     from mta_lab.train.callbacks import ResolvedBackends, Throughput, detect_peak_flops
     from mta_lab.train.checkpoints import StepCheckpoint
     from mta_lab.train.datamodule import LMDataModule
+    from mta_lab.train.init_from import InitFromReport
     from mta_lab.train.module import LanguageModelTask
     from mta_lab.train.strategies import build_strategy
 
@@ -341,6 +347,7 @@ def _build_trainer(run: RunConfig, bundle, handle, *, accelerator: str, world: i
         train_flops_per_token=flops.train, val_domains=datamodule.val_domains, toy_eval=run.data.kind == "toy",
         compile_model=run.train.compile, activation_checkpointing=run.train.activation_checkpointing,
         export_path=str(run_dir / "final" / "model.pt"), export_extra={"data": run.data.to_dict()},
+        initialise=init.load_into if init is not None else None,
     )
     precision = run.train.precision
     if precision == "auto":
@@ -356,7 +363,7 @@ def _build_trainer(run: RunConfig, bundle, handle, *, accelerator: str, world: i
         val_check_interval=run.train.val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
         log_every_n_steps=run.train.log_every, logger=MLflowRunLogger(handle), enable_progress_bar=progress,
         callbacks=[throughput, checkpoints, ResolvedBackends(handle), *([bar] if bar else []),
-                   *(extra_callbacks or [])],
+                   *([InitFromReport(init, handle)] if init is not None else []), *(extra_callbacks or [])],
         enable_checkpointing=False, use_distributed_sampler=False, enable_model_summary=False,
         default_root_dir=str(run_dir), benchmark=False, plugins=[DirectCheckpointIO()],
     )

@@ -46,6 +46,7 @@ class LanguageModelTask(L.LightningModule):
         activation_checkpointing: bool = False,
         export_path: str | None = None,
         export_extra: dict | None = None,
+        initialise=None,
     ) -> None:
         super().__init__()
         self.model_config, self.attention, self.optim_config = model_config, attention, optim
@@ -54,6 +55,7 @@ class LanguageModelTask(L.LightningModule):
         self.val_domains, self.toy_eval = tuple(val_domains), toy_eval
         self.compile_model, self.activation_checkpointing = compile_model, activation_checkpointing
         self.export_path, self.export_extra = export_path, export_extra or {}
+        self.initialise = initialise  # fn(model): weights of a trained model (init_from), after the model's init
         self.model = None
         self._materialise_pending = False
         self._val: dict[str, Tensor] = {}
@@ -70,6 +72,8 @@ class LanguageModelTask(L.LightningModule):
         with torch.device("meta") if mesh is not None else contextlib.nullcontext():
             model = build_model(self.model_config, self.attention)
         self._materialise_pending = mesh is not None
+        if mesh is None and self.initialise is not None:
+            self.initialise(model)
         self.model = prepare_model(
             model,
             device_mesh=mesh,
@@ -82,6 +86,8 @@ class LanguageModelTask(L.LightningModule):
         if self._materialise_pending:
             self.model.init_weights()
             self._materialise_pending = False
+            if self.initialise is not None:
+                self.initialise(self.model)
 
     def on_train_end(self) -> None:
         """A plain `final/model.pt` (weights + configs) that `mta-lab eval` loads without Lightning."""

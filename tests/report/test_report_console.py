@@ -70,3 +70,15 @@ def test_summary_fits_80_columns_without_truncating_a_cell():
 def test_summary_at_a_narrow_width_folds_instead_of_truncating():
     text, _ = _printed(50)
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 50
+
+
+def test_runs_started_from_a_parent_show_its_perplexity_beside_theirs():
+    runs = _runs()
+    runs["metrics.init/parent_val_ppl"] = 12.0
+    runs["metrics.init/val_ppl"] = [12.0, 12.0, 13.5, 13.5, 12.0, 12.0]
+    runs["metrics.final/val_ppl"] = 11.0
+    table = ablation_table(runs, "final/val_loss", n_boot=200, seed=0)
+    shown = table.display.set_index("variant")
+    assert list(shown.loc["mta", ["parent ppl", "step-0 ppl", "ppl"]]) == ["12.000", "13.500", "11.000"]
+    assert any("init/parent_val_ppl" in note for note in table.notes)
+    assert "parent ppl" not in ablation_table(_runs(), "final/val_loss", n_boot=200, seed=0).display

@@ -39,6 +39,10 @@ EXPECTED_TRIALS = {
     "tiny/scaling_cpu.yaml": 24,
     "tiny/toy_cpu.yaml": 12,
     "tiny/demo.yaml": 6,
+    "paper/context_extension.yaml": 3,
+    "paper/retrofit.yaml": 3,
+    "tiny/retrofit_cpu.yaml": 3,
+    "tiny/context_extension_cpu.yaml": 2,
 }
 SAMPLER_CLASSES = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
                    "cmaes": optuna.samplers.CmaEsSampler, "qmc": optuna.samplers.QMCSampler,
@@ -261,3 +265,21 @@ def test_paper_knob_sweeps_change_what_they_claim():
         "identity", "zero", "const"]
     assert [attention("kernel_size.yaml", f"kq_{k}").kq_pre for k in ("4x9", "6x11", "8x13")] == [
         (4, 9), (6, 11), (8, 13)]
+
+
+def test_init_from_sweeps_continue_a_parent_and_change_what_they_claim():
+    def configs(file: str):
+        spec = SweepSpec.load(SWEEPS / file)
+        return {v: load_run_config([*spec.base, *o], stamp="test") for v, o in spec.ablation.variants.items()}
+
+    for file in ("paper/retrofit.yaml", "tiny/retrofit_cpu.yaml"):
+        runs = configs(file)
+        assert len({c.init_from for c in runs.values()}) == 1  # one parent, the same budget
+        assert len({c.train for c in runs.values()}) == 1
+        assert (runs["continued"].attention.kind, runs["plus_mta"].init_retrofit) == ("softmax", "spec")
+        assert (runs["plus_mta_exact"].attention.group_norm, runs["plus_mta_exact"].attention.gate) == ("none", "none")
+    for file, length in (("paper/context_extension.yaml", 4096), ("tiny/context_extension_cpu.yaml", 256)):
+        runs = configs(file)
+        assert len({c.init_from for c in runs.values()}) == len(runs)  # each variant from its own parent
+        for c in runs.values():
+            assert (c.train.seq_len, c.model.max_seq_len, c.model.rope_theta) == (length, length, 500000)
