@@ -28,8 +28,10 @@ TASKS = {
               "samples": 50, "digits": 7},
              "contexts=2048,4096 needles=2,4,6 depths=0,0.25,0.5,0.75,1 samples=50 digits=7 seed=0 haystack=PATH"),
     "babilong": ("bAbI QA1-QA5 facts spread through distractor text (accuracy per task and length)",
-                 {**COMMON, **LONG, "tasks": "qa1,qa2,qa3,qa4,qa5", "lengths": "0,1024,2048,4096", "samples": 50},
-                 "tasks=qa1,qa2,qa3,qa4,qa5 lengths=0,1024,2048,4096 samples=50 seed=0 haystack=PATH"),
+                 {**COMMON, **LONG, "tasks": "qa1,qa2,qa3,qa4,qa5", "lengths": "0,1024,2048,4096", "samples": 50,
+                  "facts": 0},
+                 "tasks=qa1,qa2,qa3,qa4,qa5 lengths=0,1024,2048,4096 samples=50 seed=0 facts=0 (0: per task, "
+                 "qa1 8, qa2 10, qa3 12, qa5 8; qa4 has 2) haystack=PATH"),
     "lambada": ("LAMBADA last-word perplexity and accuracy from a local file", {**COMMON, "data.path": None},
                 "data.path=FILE.jsonl (a \"text\" field per line) or FILE.txt (one passage per line)"),
     "zeroshot": ("multiple choice from local JSONL files (acc, acc_norm)", {**COMMON, "data.path": None},
@@ -122,6 +124,10 @@ def parse_task_options(task: str, items: list[str]) -> dict:
         options["tasks"] = names
         options["lengths"] = _ints("lengths", options["lengths"], minimum=0)
         _positive(options, "samples")
+        if isinstance(options["facts"], bool) or not isinstance(options["facts"], int) or not 0 <= options["facts"]:
+            raise UsageError(f"facts={options['facts']!r}: must be an integer >= 0 (0: the task's default)")
+        if 0 < options["facts"] < 2:
+            raise UsageError(f"facts={options['facts']}: a story needs at least 2 facts")
     elif task in ("lambada", "zeroshot") and not options["data.path"]:
         raise UsageError(f"data.path= is required; usage: {full_usage}")
     elif task == "harness":
@@ -183,17 +189,20 @@ def run_task(args: argparse.Namespace) -> int:
     lm = TorchLM(model, eos_id=tokenizer.eos_id, batch_size=options["batch_size"], device=device)
 
     started = time.perf_counter()
-    with _progress_bar() as bar:
-        bar_task = bar.add_task(f"eval {task} ({device})", total=None, rate="")
+    bar = _progress_bar()  # started at the first finished batch: an error before that prints only its message
+    bar_task = bar.add_task(f"eval {task} ({device})", total=None, rate="")
 
-        def progress(n: int) -> None:
-            bar.advance(bar_task, n)
-            done = bar.tasks[0].completed
-            bar.update(bar_task, rate=f"{done / max(time.perf_counter() - started, 1e-9):.1f} samples/s")
+    def progress(n: int) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        bar.advance(bar_task, n)
+        done = bar.tasks[0].completed
+        bar.update(bar_task, rate=f"{done / max(time.perf_counter() - started, 1e-9):.1f} samples/s")
 
-        def total(n: int) -> None:
-            bar.update(bar_task, total=n)
+    def total(n: int) -> None:
+        bar.update(bar_task, total=n)
 
+    try:
         if task in ("niah", "babilong"):
             from mta_lab.eval.haystack import load_haystack
 
@@ -212,7 +221,8 @@ def run_task(args: argparse.Namespace) -> int:
 
                 total(len(options["tasks"]) * len(options["lengths"]) * options["samples"])
                 result = run_babilong(lm, tokenizer, haystack, tasks=options["tasks"], lengths=options["lengths"],
-                                      samples=options["samples"], seed=options["seed"], progress=progress)
+                                      samples=options["samples"], seed=options["seed"],
+                                      facts=options["facts"] or None, progress=progress)
         elif task == "lambada":
             from mta_lab.eval.multiple_choice import run_lambada
 
@@ -226,6 +236,9 @@ def run_task(args: argparse.Namespace) -> int:
 
             result = run_harness(lm, tokenizer, tasks=options["tasks"], include_path=options["include_path"],
                                  num_fewshot=options["num_fewshot"], limit=options["limit"])
+    finally:
+        if bar.live.is_started:
+            bar.stop()
     elapsed = time.perf_counter() - started
     if not result.settings:
         raise EvalError(f"eval {task}: no setting was evaluated")

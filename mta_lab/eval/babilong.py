@@ -29,9 +29,10 @@ def setting_name(task: str, length: int) -> str:
 
 
 def make_sample(haystack: Haystack | None, tokenizer: Tokenizer, *, task: str, length: int, index: int,
-                seed: int = 0) -> dict:
+                seed: int = 0, facts: int | None = None) -> dict:
+    """`facts`: facts per story (None: the task's default, `babi.FACTS`; qa4 always has 2)."""
     rng = np.random.default_rng([seed, TASKS.index(task), length, index])
-    story = make_story(task, rng)
+    story = make_story(task, rng, facts)
     fact_ids = [tokenizer.encode(f + "\n") for f in story.facts]
     question_ids = tokenizer.encode(f"\nQuestion: {story.question}\nAnswer:")
     story_len = sum(map(len, fact_ids)) + len(question_ids)
@@ -66,10 +67,10 @@ def check_lengths(lengths: Sequence[int], max_len: int) -> None:
 
 
 def run_babilong(lm: EvalLM, tokenizer: Tokenizer, haystack: Haystack | None, *, tasks: Sequence[str],
-                 lengths: Sequence[int], samples: int, seed: int = 0,
+                 lengths: Sequence[int], samples: int, seed: int = 0, facts: int | None = None,
                  progress: Progress | None = None) -> EvalResult:
     check_lengths(lengths, lm.max_len)
-    items = [make_sample(haystack, tokenizer, task=t, length=n, index=i, seed=seed)
+    items = [make_sample(haystack, tokenizer, task=t, length=n, index=i, seed=seed, facts=facts)
              for t in tasks for n in lengths for i in range(samples)]
     too_long = [s for s in items if len(s["prompt_ids"]) + NEW_TOKENS > lm.max_len]
     if too_long:
@@ -77,7 +78,8 @@ def run_babilong(lm: EvalLM, tokenizer: Tokenizer, haystack: Haystack | None, *,
                         f"more than the checkpoint's context ({lm.max_len}) leaves")
     outputs = lm.greedy([s["prompt_ids"] for s in items], NEW_TOKENS, progress=progress)
     result = EvalResult("babilong", info={"haystack": haystack.source if haystack else None, "tasks": list(tasks),
-                                          "lengths": list(lengths), "samples": samples, "seed": seed})
+                                          "lengths": list(lengths), "samples": samples, "seed": seed,
+                                          "facts": facts})
     by_setting: dict[str, list[bool]] = {}
     for s, out in zip(items, outputs, strict=True):
         text = tokenizer.decode(out)
