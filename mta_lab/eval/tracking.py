@@ -1,8 +1,9 @@
 """Eval results into MLflow: the checkpoint's own training run, or a new run linked to it by tag.
 
 The training run is found from the run directory of the checkpoint (`<run dir>`, `<run dir>/final/model.pt` or
-`<run dir>/checkpoints/*.ckpt`): its `mlflow_run_id` file and its `config.yaml` (tracking.uri, or
-sqlite:///<root>/mlflow.db). `track=auto` logs into that run when there is one (its status is left as it is),
+`<run dir>/checkpoints/*.ckpt`): its `mlflow_run_id` file and its `config.yaml` (tracking.uri, or the default
+sqlite:///<root>/mlflow.db beside the run directory). `track=auto` logs into that run when there is one (its
+status is left as it is),
 `track=new` creates a run tagged `mta.eval_of=<training run id>` (or the checkpoint path) and `mta.role=eval`,
 `track=false` records nothing. Everything is logged after the whole eval finished, so a failed or killed eval
 records nothing and leaves no run RUNNING. Metrics are logged at the checkpoint's step; each task adds
@@ -56,9 +57,8 @@ def find_target(ckpt: str, uri: str | None = None) -> Target:
                 config = {}
             tracking = config.get("tracking") or {}
             experiment = tracking.get("experiment") or experiment
-            found_uri = tracking.get("uri") or (f"sqlite:///{Path(config['root']).resolve()}/mlflow.db"
-                                                if config.get("root") else None)
-        if found_uri is None and (run_dir.parent / "mlflow.db").is_file():
+            found_uri = tracking.get("uri")
+        if found_uri is None and (run_dir.parent / "mlflow.db").is_file():  # the default: <root>/mlflow.db
             found_uri = f"sqlite:///{run_dir.parent.resolve()}/mlflow.db"
     return Target(uri or found_uri, run_id, experiment, run_dir)
 
