@@ -13,6 +13,7 @@ KINDS = {
     "scaling": "scaling-law fits L = E + A·C^(-α) vs compute and parameters, compute multipliers",
     "toy": "toy task, the paper's Table 1 layout (error %% per N and variant, Transformer vs MTA)",
     "curves": "training/validation curves of chosen runs on one plot",
+    "evals": "NIAH heatmaps and accuracy vs needles, BabiLong accuracy vs distraction, per variant (eval/* metrics)",
     "kernels": "heatmaps of a checkpoint's learned kq kernels and head-mixing matrices (paper Figure 4)",
 }
 
@@ -37,6 +38,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--n-boot", type=int, default=10000 if kind == "ablation" else 300,
                            help="bootstrap resamples")
             p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap RNG")
+        if kind == "ablation":
+            p.add_argument("--metrics", default=None, metavar="M1,M2",
+                           help="eval metrics shown beside --metric with the same paired CIs, e.g. "
+                           "eval/niah/acc,eval/babilong/acc")
         if kind == "toy":
             p.add_argument("--at-step", type=int, default=None, metavar="STEP",
                            help="error rates from every run's validation at this step (finished or not) instead of "
@@ -80,11 +85,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         query = query_from_args(args)
         if kind == "ablation":
+            metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
             report = build.ablation_report(query, args.metric, args.baseline, n_boot=args.n_boot, seed=args.seed,
-                                           name=args.name)
+                                           name=args.name, metrics=metrics)
         elif kind == "scaling":
             report = build.scaling_report(query, args.metric, args.baseline, n_boot=args.n_boot, seed=args.seed,
                                           name=args.name)
+        elif kind == "evals":
+            from mta_lab.report.evals import evals_report
+
+            report = evals_report(query, name=args.name)
         elif kind == "toy":
             report = build.toy_report(query, name=args.name, at_step=args.at_step)
         else:

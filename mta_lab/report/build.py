@@ -24,7 +24,9 @@ def default_name(kind: str, query: RunQuery | None) -> str:
 
 
 def ablation_report(query: RunQuery, metric: str = "final/val_loss", baseline: str | None = None, *,
-                    n_boot: int = 10000, seed: int = 0, name: str | None = None) -> Report:
+                    n_boot: int = 10000, seed: int = 0, name: str | None = None,
+                    metrics: list[str] | None = None) -> Report:
+    """`metrics`: eval metrics (e.g. eval/niah/acc) shown beside `metric` (report/evals.py), same paired CIs."""
     from mta_lab.report.ablation import ablation_table
 
     runs = collect_runs(query)
@@ -39,6 +41,12 @@ def ablation_report(query: RunQuery, metric: str = "final/val_loss", baseline: s
                     meta=_meta(query, runs, metric=metric, baseline=baseline, n_boot=n_boot, seed=seed))
     report.notes.append(f"{len(runs)} runs ({(runs['status'] == 'FINISHED').sum()} finished) from MLflow "
                         f"{query.uri}.")
+    if metrics:
+        from mta_lab.report.evals import eval_columns_table
+
+        base = str(table.data.loc[table.data["is_baseline"], "variant"].iloc[0])
+        report.tables.append(eval_columns_table(runs, metrics, base, n_boot=n_boot, seed=seed))
+        report.meta["metrics"] = metrics
     return report
 
 
