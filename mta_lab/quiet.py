@@ -17,5 +17,7 @@ def quiet_third_party() -> None:
     except ImportError:  # pragma: no cover - optuna is a dependency
         pass
     for message in (r".*isinstance\(treespec, LeafSpec\).*", r".*IterableDataset. has .__len__. defined.*",
-                    r".*smaller than the logging interval.*", r".*does not have many workers.*"):
+                    r".*smaller than the logging interval.*", r".*does not have many workers.*",
+                    # a machine with SLURM's client installed (a login node) runs local trainings without srun
+                    r".*The `srun` command is available on your system but is not used.*"):
         warnings.filterwarnings("ignore", message=message)
