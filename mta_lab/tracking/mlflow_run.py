@@ -16,6 +16,7 @@ from typing import Any
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
+from mta_lab.critical import GuardedClient
 from mta_lab.errors import TrackingError
 from mta_lab.tracking.database import initialise_sqlite
 from mta_lab.tracking.experiments import get_or_create_experiment
@@ -69,7 +70,7 @@ class RunHandle:
         URI its artifacts go to `mlartifacts/` beside the database (MLflow's default: ./mlruns in the current
         directory)."""
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = GuardedClient(MlflowClient(tracking_uri=uri))  # a signal never cuts a write in half
         if run_id is not None:
             run = self.client.get_run(run_id)
             self.run_id = run.info.run_id

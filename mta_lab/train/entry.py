@@ -119,13 +119,14 @@ def _prepare_tracking(run: RunConfig, resume_from: Path | None, *, bundle, param
     that the tracking store answers)."""
     from mlflow.tracking import MlflowClient
 
+    from mta_lab.critical import GuardedClient
     from mta_lab.tracking.mlflow_run import RunHandle, git_sha
 
     uri, run_dir = run.tracking_uri, Path(run.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     id_file = run_dir / "mlflow_run_id"
     temporary_path(id_file).unlink(missing_ok=True)  # what a kill during the last write left
-    client = MlflowClient(uri)
+    client = GuardedClient(MlflowClient(uri))
     previous = _recorded_run_id(client, id_file)
     if previous and resume_from is None:  # a fresh start: close the old run if it died while running
         if client.get_run(previous).info.status == "RUNNING":

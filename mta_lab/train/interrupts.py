@@ -8,6 +8,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from mta_lab.critical import hold
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -27,6 +29,10 @@ class TrainingInterrupted(BaseException):
         return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
 
 
+def _raise(signum: int) -> None:
+    raise TrainingInterrupted(signum)
+
+
 @contextmanager
 def signals_raise() -> Iterator[None]:
     """Within the block, SIGINT / SIGTERM raise TrainingInterrupted once. Lightning's own SIGTERM handler, set
@@ -41,7 +47,8 @@ def signals_raise() -> Iterator[None]:
         if fired:
             return  # the run is being closed: a second Ctrl-C must not cut that short
         fired = True
-        raise TrainingInterrupted(signum)
+        if not hold(lambda: _raise(signum)):  # inside a database write: raised once the write is done
+            _raise(signum)
 
     previous = {s: signal.signal(s, handler) for s in SIGNALS}
     try:

@@ -58,8 +58,8 @@ def test_a_signal_prints_one_line_exits_128_plus_it_and_marks_the_run_killed(tmp
 def test_a_resumed_run_that_finishes_drops_the_failure_tags_and_keeps_the_history(tmp_path, data_cache):
     root, name = tmp_path / "runs", "again"
     proc = _start(tiny(root, name, data_cache, max_steps=100_000, ckpt_every=5))
-    _signal_after_first_checkpoint(proc, root / name, signal.SIGTERM)
-    assert proc.returncode == 143
+    stderr = _signal_after_first_checkpoint(proc, root / name, signal.SIGTERM)
+    assert proc.returncode == 143, stderr
     steps = max(int(p.stem.split("-")[1]) for p in (root / name / "checkpoints").glob("step-*.ckpt"))
     result = run_cli(*tiny(root, name, data_cache, max_steps=steps + 3, ckpt_every=5), "resume=auto")
     assert result.returncode == 0, result.stderr
