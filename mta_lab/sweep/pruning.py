@@ -12,6 +12,8 @@ import math
 import optuna
 from lightning.pytorch.callbacks import Callback
 
+from mta_lab.critical import critical
+
 
 class OptunaPruning(Callback):
     def __init__(self, trial: optuna.Trial, monitor: str = "val/loss") -> None:
@@ -30,7 +32,9 @@ class OptunaPruning(Callback):
         if not math.isfinite(value):
             return
         step = int(trainer.global_step)
-        self.trial.report(value, step)
+        with critical():  # a signal never cuts a storage write in half
+            self.trial.report(value, step)
+            prune = self.trial.should_prune()
         self.reported.append((step, value))
-        if self.trial.should_prune():
+        if prune:
             raise optuna.TrialPruned(f"pruned at step {step}: {self.monitor}={value:.4g}")

@@ -21,6 +21,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
+from mta_lab.critical import hold
 from mta_lab.sweep.ranks import Handoff, task_group
 from mta_lab.sweep.spec import SweepSpec
 from mta_lab.sweep.study import Sweep, close_parent, create, open_sweep, resolve_dir
@@ -197,6 +198,10 @@ def compose(sweep: Sweep, frozen: FrozenTrial, seed: int, params: dict) -> tuple
 
 
 # ---------------------------------------------------------------------------------------------------- signals
+def _keyboard_interrupt() -> None:
+    raise KeyboardInterrupt
+
+
 class _Signals:
     """SIGINT/SIGTERM: interrupt a training in progress; between trials, only ask the loop to stop (so a storage
     write is never cut in half)."""
@@ -209,7 +214,7 @@ class _Signals:
     def _handle(self, signum, frame) -> None:
         first = not self.stop
         self.stop = True
-        if self.training and first:
+        if self.training and first and not hold(_keyboard_interrupt):  # inside an MLflow write: raised after it
             raise KeyboardInterrupt
 
     def __enter__(self):
