@@ -47,6 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     submit.add_argument("--executor", choices=("slurm", "local"), default=None,
                         help="override the profile's executor (local: submitit's local executor, no sbatch)")
     submit.add_argument("--max-trials", type=int, default=None, help="each worker stops after this many trials")
+    submit.add_argument("--force", action="store_true",
+                        help="submit even when the sweep has nothing left to run (refused otherwise)")
 
 
 def _spec(args):
@@ -176,12 +178,16 @@ def _repair(args) -> int:
 
 def _submit(args) -> int:  # the SLURM path lives in mta_lab/sweep/slurm.py
     from mta_lab.sweep import slurm
+    from mta_lab.sweep.storage import STORAGE_FILE, redacted, with_remembered_storage
     from mta_lab.sweep.study import resolve_dir
 
     spec = _spec(args)
     sweep_dir = resolve_dir(spec, args.dir)
     jobs = slurm.submit(spec, sweep_dir, cluster=args.cluster, workers=args.workers, executor=args.executor,
-                        max_trials=args.max_trials)
-    Console().print(f"sweep {spec.name}: submitted {len(jobs)} worker job(s): {', '.join(jobs)}; follow it with "
-                    f"`mta-lab sweep status {args.sweep_file} --dir {sweep_dir}`", highlight=False)
+                        max_trials=args.max_trials, force=args.force)
+    storage = with_remembered_storage(spec, sweep_dir).storage
+    Console().print(f"sweep {spec.name}: submitted {len(jobs)} worker job(s): {', '.join(jobs)}; study in "
+                    f"{redacted(storage)}; follow it with `mta-lab sweep status {args.sweep_file} --dir {sweep_dir}`"
+                    + (f" (the storage is remembered in {sweep_dir / STORAGE_FILE})" if storage else ""),
+                    highlight=False)
     return 0

@@ -223,17 +223,38 @@ def _resolve(spec: SweepSpec | str | Path, profile: ClusterProfile) -> SweepSpec
     return replace(spec, storage=profile.storage) if profile.storage is not None else spec
 
 
+class SweepFinished(UserError, ValueError):
+    """`submit` of a sweep with nothing left to run."""
+
+
 def submit(spec: SweepSpec | str | Path, sweep_dir: str | Path, *, cluster: str | Path | ClusterProfile,
-           workers: int, executor: str | None = None, max_trials: int | None = None) -> list[str]:
+           workers: int, executor: str | None = None, max_trials: int | None = None, force: bool = False) -> list[str]:
     """Submit `workers` sweep workers as one job array; returns the job ids (SLURM: '<array>_<index>', local:
     process ids). `executor` defaults to the profile's (conf/cluster/local.yaml: local)."""
-    jobs = submit_jobs(spec, sweep_dir, cluster=cluster, workers=workers, executor=executor, max_trials=max_trials)
+    jobs = submit_jobs(spec, sweep_dir, cluster=cluster, workers=workers, executor=executor, max_trials=max_trials,
+                       force=force)
     return [str(job.job_id) for job in jobs]
 
 
+def work_left(sweep) -> int:
+    """Trials a new worker could still take or wait for: waiting + running (+ HPO trials not yet started)."""
+    from optuna.trial import TrialState
+
+    from mta_lab.sweep.worker import superseded
+
+    trials = sweep.study.get_trials(deepcopy=False)
+    left = sum(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in trials)
+    if sweep.spec.hpo is not None:
+        started = sum(1 for t in trials if t.state != TrialState.WAITING and t.number not in superseded(trials))
+        left += max(0, sweep.spec.hpo.n_trials - started)
+    return left
+
+
 def submit_jobs(spec: SweepSpec | str | Path, sweep_dir: str | Path, *, cluster: str | Path | ClusterProfile,
-                workers: int, executor: str | None = None, max_trials: int | None = None) -> list[Any]:
-    """`submit`, returning submitit's Job objects (job.result() waits for a worker and returns what it returned)."""
+                workers: int, executor: str | None = None, max_trials: int | None = None,
+                force: bool = False) -> list[Any]:
+    """`submit`, returning submitit's Job objects (job.result() waits for a worker and returns what it returned).
+    A sweep with no trial left is refused (SweepFinished) unless `force`: its jobs would find nothing to do."""
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise UsageError(f"workers={workers!r}: must be a positive integer")
     profile = cluster if isinstance(cluster, ClusterProfile) else ClusterProfile.load(cluster)
@@ -243,9 +264,18 @@ def submit_jobs(spec: SweepSpec | str | Path, sweep_dir: str | Path, *, cluster:
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
     # Create the study (and enqueue its fixed trials) once, here, before any job starts: jobs on several nodes
     # calling `create` at the same time could otherwise enqueue a trial twice.
+    from mta_lab.sweep.status import counts
+    from mta_lab.sweep.storage import remember_storage
     from mta_lab.sweep.study import create
 
-    create(spec, sweep_dir)
+    sweep = create(spec, sweep_dir)
+    if profile.storage is not None:
+        remember_storage(sweep_dir, profile.storage)
+    if not force and work_left(sweep) == 0:
+        done = counts(sweep)
+        raise SweepFinished(f"sweep {spec.name} has nothing left to run ({done['complete']} complete, "
+                            f"{done['failed']} failed, {done['pruned']} pruned; none waiting or running): no job "
+                            "submitted; see `mta-lab sweep status`, or pass --force to submit anyway")
     ex = make_executor(spec, sweep_dir, profile, executor)
     args = [(spec, sweep_dir, dict(profile.env), max_trials)] * workers
     with ex.batch():  # one submission: a SLURM job array of `workers` jobs

@@ -159,8 +159,14 @@ def _durations(trials: list[FrozenTrial]) -> list[float]:
 
 
 def counts(sweep: Sweep) -> dict[str, int]:
+    """Trials per state; an attempt stopped by a signal, a time limit or a preemption (its variant/seed went
+    back in the queue) counts as `interrupted`, not `failed`."""
     trials = sweep.study.get_trials(deepcopy=False)
-    return {name: sum(1 for t in trials if t.state == state) for name, state in STATES}
+    n = {name: sum(1 for t in trials if t.state == state) for name, state in STATES}
+    n["interrupted"] = sum(1 for t in trials if t.state == TrialState.FAIL
+                           and t.user_attrs.get(FAILURE_KIND) == "interrupted")
+    n["failed"] -= n["interrupted"]
+    return n
 
 
 def eta_s(sweep: Sweep, workers: int | None = None) -> float | None:
@@ -182,9 +188,9 @@ def render_status(sweep: Sweep, console: Console) -> None:
     spec, trials = sweep.spec, sweep.study.get_trials(deepcopy=False)
     n = counts(sweep)
     table = Table(title=f"sweep {spec.name} ({spec.kind}) - {sweep.sweep_dir}")
-    for name, _ in STATES:
+    for name in n:
         table.add_column(name, justify="right")
-    table.add_row(*(str(n[name]) for name, _ in STATES))
+    table.add_row(*(str(value) for value in n.values()))
     console.print(table)
     top = best(sweep)
     if top is None:

@@ -3,6 +3,7 @@ cluster) with heartbeats and automatic retry of trials whose worker died."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -27,6 +28,33 @@ def journal_path(sweep_dir: str | Path) -> Path:
 def repair_command(spec: SweepSpec, sweep_dir: str | Path) -> str:
     """The command that repairs the sweep's journal (named in the message of a damaged one)."""
     return f"mta-lab sweep repair {spec.source or 'SWEEP_FILE'} --dir {Path(sweep_dir).resolve()}"
+
+
+STORAGE_FILE = "storage.url"  # the study storage a cluster profile gave the sweep (`submit`), read by every command
+
+
+def remember_storage(sweep_dir: str | Path, url: str) -> None:
+    """Keep `url` in <sweep_dir>/storage.url (mode 0600: it may hold a password) so that status, best, reap,
+    report and later workers open the same study without the profile."""
+    path = Path(sweep_dir) / STORAGE_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(url + "\n")
+    os.replace(tmp, path)
+
+
+def with_remembered_storage(spec: SweepSpec, sweep_dir: str | Path) -> SweepSpec:
+    """`spec` with the storage `submit` remembered for this sweep directory, when the spec names none."""
+    path = Path(sweep_dir) / STORAGE_FILE
+    if spec.storage is not None or not path.is_file():
+        return spec
+    return dataclasses.replace(spec, storage=path.read_text().strip())
+
+
+def redacted(url: str | None) -> str:
+    """The storage URL as printed: the password hidden."""
+    return "the journal file" if url is None else _redact(url)
 
 
 def _redact(url: str) -> str:

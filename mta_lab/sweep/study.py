@@ -149,11 +149,12 @@ def create(spec: SweepSpec, sweep_dir: str | Path | None = None) -> Sweep:
     and the fixed trials enqueued once. Calling it again, or from several processes at once, changes nothing but
     the run policy on the study (max_failures, max_retries, ...); a changed sweep file raises SweepChanged."""
     from mta_lab.sweep.changes import spec_hash
-    from mta_lab.sweep.storage import journal_path, open_storage
+    from mta_lab.sweep.storage import journal_path, open_storage, with_remembered_storage
     from mta_lab.sweep.validate import check_trials
     from mta_lab.tracking.mlflow_run import git_sha
 
     sweep_dir = resolve_dir(spec, sweep_dir)
+    spec = with_remembered_storage(spec, sweep_dir)
     check_sweep_paths(spec, sweep_dir)
     if spec.hpo is not None:
         _sampler_and_pruner(spec)  # a bad space / sampler / pruner fails before anything is created
@@ -210,9 +211,10 @@ def create(spec: SweepSpec, sweep_dir: str | Path | None = None) -> Sweep:
 def open_sweep(spec: SweepSpec, sweep_dir: str | Path | None = None) -> Sweep:
     """An existing sweep (no creation); a clear error when `create` was not run for it, or when the sweep file
     changed since (SweepChanged)."""
-    from mta_lab.sweep.storage import open_storage
+    from mta_lab.sweep.storage import open_storage, with_remembered_storage
 
     sweep_dir = resolve_dir(spec, sweep_dir)
+    spec = with_remembered_storage(spec, sweep_dir)  # the PostgreSQL URL a cluster profile gave it at submit
     if spec.storage is None and not (sweep_dir / "optuna.journal").exists():
         raise SweepNotCreated(f"sweep {spec.name}: no study in {sweep_dir}; run `mta-lab sweep create "
                               f"{spec.source or 'SWEEP_FILE'}` (or `sweep run`) first, or pass --dir")

@@ -77,6 +77,8 @@ def requeue(study: optuna.Study, trial: FrozenTrial, *, retry: bool) -> bool:
         system.update(failed_trial=system.get("failed_trial", trial.number), retry_history=history)
     else:
         system["mta.requeued_from"] = trial.number
+        # The next attempt continues the interrupted runs' directories from their newest complete checkpoint.
+        system["mta.resume_dirs"] = [*system.get("mta.resume_dirs", []), *trial.user_attrs.get("mta.run_dirs", [])]
     study.add_trial(optuna.trial.create_trial(
         state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
         user_attrs={k: v for k, v in trial.user_attrs.items() if k not in WORKER_KEYS}, system_attrs=system))
@@ -186,6 +188,12 @@ def compose(sweep: Sweep, frozen: FrozenTrial, seed: int, params: dict) -> tuple
     overrides = [*spec.base, *ua.get("overrides", ()), *(to_override(k, v) for k, v in params.items()),
                  f"train.seed={seed}"]
     name = f"{spec.name}-{variant}-s{seed}-t{frozen.number}"
+    # An interrupted attempt of this variant/seed (time limit, preemption, Ctrl-C) is continued in its own run
+    # directory, hence in its own MLflow run, from its newest complete checkpoint: no finished step trains twice.
+    earlier = [Path(d).name for d in frozen.system_attrs.get("mta.resume_dirs", ())
+               if Path(d).name.startswith(f"{spec.name}-{variant}-s{seed}-t")]
+    resume = "auto" if earlier else "never"
+    name = earlier[-1] if earlier else name
     config = load_run_config(overrides, stamp=name)
     retried_from = frozen.system_attrs.get("failed_trial", frozen.system_attrs.get("mta.requeued_from"))
     tags = {"mta.sweep": spec.name, "mta.trial": str(frozen.number), "mta.variant": variant, "mta.seed": str(seed),
@@ -194,10 +202,16 @@ def compose(sweep: Sweep, frozen: FrozenTrial, seed: int, params: dict) -> tuple
             **({f"mta.param.{k}": str(v) for k, v in params.items()})}
     tracking = replace(config.tracking, uri=sweep.tracking_uri, experiment=sweep.experiment, run_name=name,
                        tags={**config.tracking.tags, **tags})
-    return name, replace(config, root=str(sweep.runs_root), name=name, resume="never", tracking=tracking)
+    return name, replace(config, root=str(sweep.runs_root), name=name, resume=resume, tracking=tracking)
 
 
 # ---------------------------------------------------------------------------------------------------- signals
+# SIGUSR2 is what SLURM sends before a time limit (submitit asks for it 90 s ahead) and on preemption: the trial
+# is interrupted and requeued like on Ctrl-C, not failed (submitit's own handler would raise UncompletedJobError
+# inside the training: an ordinary error).
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+
+
 def _keyboard_interrupt() -> None:
     raise KeyboardInterrupt
 
@@ -209,11 +223,13 @@ class _Signals:
     def __init__(self) -> None:
         self.stop = False
         self.training = False
+        self.name = ""
         self._old: dict[int, object] = {}
 
     def _handle(self, signum, frame) -> None:
         first = not self.stop
         self.stop = True
+        self.name = self.name or signal.Signals(signum).name
         if self.training and first and not hold(_keyboard_interrupt):  # inside an MLflow write: raised after it
             raise KeyboardInterrupt
 
@@ -221,7 +237,7 @@ class _Signals:
         import threading
 
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in SIGNALS:
                 self._old[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -293,11 +309,11 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, signals: _Signals, console: Con
         summary.failed.append(trial.number)
         console.print(f"[red]{label}: failed[/] {reason}", highlight=False)
         return
-    except BaseException:  # Ctrl-C / SIGTERM (Lightning turns KeyboardInterrupt into SystemExit)
-        _interrupted(sweep, trial, frozen, run_dirs, summary)
+    except BaseException:  # Ctrl-C / SIGTERM / SIGUSR2 (Lightning turns KeyboardInterrupt into SystemExit)
+        _interrupted(sweep, trial, run_dirs, summary, signals.name)
         raise KeyboardInterrupt from None
     if len(values) < len(seeds):  # stopped between the seeds of an HPO trial
-        _interrupted(sweep, trial, frozen, run_dirs, summary)
+        _interrupted(sweep, trial, run_dirs, summary, signals.name)
         return
     value = statistics.median(values) if spec.aggregate == "median" else statistics.fmean(values)
     study.tell(trial, value)
@@ -305,12 +321,15 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, signals: _Signals, console: Con
     console.print(f"[green]{label}: {spec.objective.metric}={value:.4f}[/]", highlight=False)
 
 
-def _interrupted(sweep: Sweep, trial: optuna.Trial, frozen: FrozenTrial, run_dirs: list[str],
-                 summary: WorkerSummary) -> None:
-    trial.set_user_attr(FAILURE, "interrupted (Ctrl-C / SIGTERM)")
+def _interrupted(sweep: Sweep, trial: optuna.Trial, run_dirs: list[str], summary: WorkerSummary,
+                 signal_name: str) -> None:
+    why = {"SIGUSR2": "SIGUSR2: the job's time limit or a preemption", "SIGINT": "Ctrl-C"}.get(signal_name,
+                                                                                              signal_name or "Ctrl-C")
+    reason = f"interrupted ({why}); requeued, the next attempt resumes from its last checkpoint"
+    trial.set_user_attr(FAILURE, reason)
     trial.set_user_attr(FAILURE_KIND, "interrupted")
     if run_dirs:
-        mark_mlflow(sweep.tracking_uri, Path(run_dirs[-1]), "KILLED", "interrupted (Ctrl-C / SIGTERM)")
+        mark_mlflow(sweep.tracking_uri, Path(run_dirs[-1]), "KILLED", reason)
     sweep.study.tell(trial, state=TrialState.FAIL)
     requeue(sweep.study, sweep.study._storage.get_trial(trial._trial_id), retry=False)
     summary.interrupted.append(trial.number)
