@@ -14,6 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.table import Table
 
+from mta_lab.sweep.storage import grace_s, heartbeat_age_s, heartbeat_file
 from mta_lab.sweep.study import Sweep
 from mta_lab.sweep.worker import FAILURE, FAILURE_KIND, failures, requeue, superseded
 
@@ -74,8 +75,8 @@ def fail_stale(sweep: Sweep) -> None:
 
 
 def reap(sweep: Sweep, *, min_age_s: float = 120.0) -> list[int]:
-    """Fail the RUNNING trials whose worker process on this host is gone (or that never recorded a worker within
-    `min_age_s`), mark their MLflow runs FAILED ('worker died') and requeue them while retries remain. With an
+    """Fail the RUNNING trials whose heartbeat file is older than grace_s() (any host), whose worker process on
+    this host is gone, or that never recorded a worker within `min_age_s`; mark their MLflow runs FAILED ('worker died') and requeue them while retries remain. With an
     RDB storage, stale heartbeats are failed and retried too. Returns the reaped trial numbers."""
     import optuna
 
@@ -85,7 +86,10 @@ def reap(sweep: Sweep, *, min_age_s: float = 120.0) -> list[int]:
     host, reaped = socket.gethostname(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid, where = t.user_attrs.get("mta.pid"), t.user_attrs.get("mta.host")
-        if pid is not None:
+        age = heartbeat_age_s(heartbeat_file(sweep.sweep_dir, t.number))
+        if age is not None and age > grace_s():  # any host: its worker stopped beating (kill -9, a lost node)
+            reason = f"worker died (pid {pid} on {where}: no heartbeat for {age:.0f} s)"
+        elif pid is not None:
             if where != host or pid_alive(int(pid)):
                 continue
             reason = f"worker died (pid {pid} on {where} is gone)"
@@ -101,6 +105,7 @@ def reap(sweep: Sweep, *, min_age_s: float = 120.0) -> list[int]:
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
+        heartbeat_file(sweep.sweep_dir, t.number).unlink(missing_ok=True)
         _close_runs(sweep.tracking_uri, t.user_attrs.get("mta.run_dirs", []), reason)
         requeue(study, storage.get_trial(t._trial_id), retry=True)
         reaped.append(t.number)

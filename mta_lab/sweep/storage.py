@@ -13,7 +13,7 @@ from optuna.storages import BaseStorage
 from mta_lab.errors import UserError
 from mta_lab.sweep.spec import SweepSpec
 
-HEARTBEAT_S = 60  # a worker records a heartbeat this often (RDB storage); env MTA_SWEEP_HEARTBEAT_S overrides
+HEARTBEAT_S = 60  # a worker records a heartbeat this often (RDB + file); env MTA_SWEEP_HEARTBEAT_S overrides
 GRACE_S = 180  # a trial without a heartbeat for this long is failed and retried; env MTA_SWEEP_GRACE_S overrides
 
 
@@ -28,6 +28,35 @@ def journal_path(sweep_dir: str | Path) -> Path:
 def repair_command(spec: SweepSpec, sweep_dir: str | Path) -> str:
     """The command that repairs the sweep's journal (named in the message of a damaged one)."""
     return f"mta-lab sweep repair {spec.source or 'SWEEP_FILE'} --dir {Path(sweep_dir).resolve()}"
+
+
+def heartbeat_s() -> float:
+    return float(os.environ.get("MTA_SWEEP_HEARTBEAT_S", HEARTBEAT_S))
+
+
+def grace_s() -> float:
+    return float(os.environ.get("MTA_SWEEP_GRACE_S", max(GRACE_S, 3 * heartbeat_s())))
+
+
+def heartbeat_file(sweep_dir: str | Path, trial_number: int) -> Path:
+    """Touched by the worker of a running trial every heartbeat_s(), whatever the storage: on a shared file system
+    any host sees when a worker stopped (kill -9, a lost node), also with the journal file, which has no heartbeat."""
+    return Path(sweep_dir) / "heartbeats" / f"trial-{trial_number}"
+
+
+def heartbeat_age_s(path: Path) -> float | None:
+    """Seconds since `path` was last touched, in the file system's own clock (a fresh probe file beside it gives
+    "now", so clock skew between hosts does not matter); None when there is no such file."""
+    try:
+        beat = path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    probe = path.with_name(f".now-{os.getpid()}")
+    probe.touch()
+    try:
+        return probe.stat().st_mtime - beat
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 STORAGE_FILE = "storage.url"  # the study storage a cluster profile gave the sweep (`submit`), read by every command

@@ -124,35 +124,69 @@ def next_trial(sweep: Sweep) -> optuna.Trial | None:
 
 
 class Heartbeat:
-    """Records the trial's heartbeat while it trains (RDB storage with heartbeat_interval; a no-op otherwise), so
-    other workers fail and retry it only when this worker is really gone."""
+    """Records the trial's heartbeat while it trains: in the RDB storage (with heartbeat_interval) and as the mtime
+    of <sweep dir>/heartbeats/trial-N (any storage), so that other workers, on any host, fail and retry it only
+    when this worker is really gone. The file is removed when the trial ends."""
 
-    def __init__(self, study: optuna.Study, trial: optuna.Trial) -> None:
+    def __init__(self, sweep: Sweep, trial: optuna.Trial) -> None:
         import threading
 
-        storage = study._storage
-        self.interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+        from mta_lab.sweep.storage import heartbeat_file, heartbeat_s
+
+        storage = sweep.study._storage
+        self.rdb = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+        self.interval = min(self.rdb or heartbeat_s(), heartbeat_s())
+        self.file = heartbeat_file(sweep.sweep_dir, trial.number)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, args=(storage, trial._trial_id), daemon=True)
 
     def _beat(self, storage, trial_id: int) -> None:
         while True:
             try:
-                storage.record_heartbeat(trial_id)
+                self.file.touch()
+                if self.rdb:
+                    storage.record_heartbeat(trial_id)
             except Exception:  # noqa: BLE001 - a missed beat is retried; the trial itself reports real errors
                 pass
             if self._stop.wait(self.interval):
                 return
 
     def __enter__(self):
-        if self.interval:
-            self._thread.start()
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        self.file.touch()
+        self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+        self.file.unlink(missing_ok=True)
+
+
+def _wait_for_others(sweep: Sweep, signals: _Signals, console: Console) -> bool:
+    """Nothing left to start: wait while other workers' trials run, taking over any whose worker is gone (its
+    process, on this host, or its heartbeat file, on any host, stale for grace_s()), so that the last worker to
+    leave leaves no trial RUNNING. True when there is a trial to take again."""
+    from mta_lab.sweep.status import reap
+    from mta_lab.sweep.storage import grace_s, heartbeat_s
+
+    told = False
+    while not signals.stop:
+        trials = sweep.study.get_trials(deepcopy=False)
+        if any(t.state == TrialState.WAITING for t in trials):
+            return True
+        running = [t.number for t in trials if t.state == TrialState.RUNNING]
+        if not running:
+            return False
+        if reap(sweep, min_age_s=grace_s()):
+            return True
+        if not told:
+            console.print(f"waiting for trial(s) {running} of other workers (taken over if a worker's heartbeat "
+                          f"stops for {grace_s():.0f} s)", highlight=False)
+            told = True
+        time.sleep(min(5.0, heartbeat_s()))
+    return False
 
 
 def _run_id_of(run_dir: Path) -> str | None:
@@ -367,9 +401,11 @@ def run_worker(spec: SweepSpec | str | Path, *, sweep_dir: str | Path | None = N
                     raise SweepFailed(failed_message(spec, failed))
                 trial = next_trial(sweep)
                 if trial is None:
-                    summary.stopped = "no trials left"
+                    if _wait_for_others(sweep, signals, console):
+                        continue
+                    summary.stopped = "interrupted" if signals.stop else "no trials left"
                     break
-                with Heartbeat(sweep.study, trial):
+                with Heartbeat(sweep, trial):
                     run_trial(sweep, trial, signals, console, summary, handoff)
             else:
                 summary.stopped = f"max_trials={max_trials}"

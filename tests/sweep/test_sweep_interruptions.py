@@ -128,3 +128,48 @@ def test_submit_remembers_the_profiles_storage_and_refuses_a_finished_sweep(tmp_
         submit(spec, sweep_dir, cluster=profile, workers=2, executor="slurm")
     assert not capture.exists()  # nothing reached sbatch
     assert submit(spec, sweep_dir, cluster=profile, workers=2, executor="slurm", force=True) == ["77_0", "77_1"]
+
+
+@pytest.mark.slow
+def test_a_worker_killed_on_another_host_is_taken_over_by_the_last_worker(tmp_path, data_cache, monkeypatch):
+    """kill -9 of a worker whose trial says it runs on another node: the surviving worker, with nothing else
+    to start, does not leave; once the dead trial's heartbeat file is stale it reaps, retries and finishes it."""
+    monkeypatch.setenv("MTA_SWEEP_HEARTBEAT_S", "1")
+    monkeypatch.setenv("MTA_SWEEP_GRACE_S", "4")
+    path = _sweep_file(tmp_path, data_cache, steps=100, ckpt_every=50)
+    data = yaml.safe_load(path.read_text())
+    data["ablation"]["variants"]["b"] = ["attention=transformer", "optim.lr=1e-3"]
+    data.update(max_retries=1, max_failures=1)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    spec, sweep_dir = SweepSpec.load(path), tmp_path / "sweep"
+    env = clean_env(OMP_NUM_THREADS="1", MTA_SWEEP_HEARTBEAT_S="1", MTA_SWEEP_GRACE_S="4")
+    doomed = subprocess.Popen([sys.executable, "-m", "mta_lab.cli", "sweep", "worker", str(path), "--dir",
+                               str(sweep_dir), "--max-trials", "1"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        from test_sweep_engine import wait_for
+
+        wait_for(lambda: list(sweep_dir.glob("heartbeats/trial-*")) and list(sweep_dir.glob("runs/*/mlflow_run_id")),
+                 240, "the first worker training")
+        sweep = open_sweep(spec, sweep_dir)
+        (running,) = sweep.study.get_trials(states=(TrialState.RUNNING,))
+        # The pid check only works on the worker's own host: say the trial runs elsewhere, as on a cluster.
+        sweep.study._storage.set_trial_user_attr(running._trial_id, "mta.host", "another-node")
+        doomed.kill()  # kill -9
+        doomed.wait()
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+            doomed.wait()
+
+    summary = run_worker(spec, sweep_dir=sweep_dir)
+
+    trials = open_sweep(spec, sweep_dir).study.get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    (dead,) = [t for t in trials if t.state == TrialState.FAIL]
+    assert dead.number == running.number and "no heartbeat" in dead.user_attrs[FAILURE]
+    done = sorted(t.user_attrs["variant"] for t in trials if t.state == TrialState.COMPLETE)
+    assert done == ["a", "b"] and len(summary.completed) == 2
+    statuses = sorted(r.info.status for r in _runs(open_sweep(spec, sweep_dir)))
+    assert statuses == ["FAILED", "FINISHED", "FINISHED"]
+    assert not list(sweep_dir.glob("heartbeats/trial-*"))
