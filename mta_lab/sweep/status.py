@@ -76,8 +76,9 @@ def fail_stale(sweep: Sweep) -> None:
 
 def reap(sweep: Sweep, *, min_age_s: float = 120.0) -> list[int]:
     """Fail the RUNNING trials whose heartbeat file is older than grace_s() (any host), whose worker process on
-    this host is gone, or that never recorded a worker within `min_age_s`; mark their MLflow runs FAILED ('worker died') and requeue them while retries remain. With an
-    RDB storage, stale heartbeats are failed and retried too. Returns the reaped trial numbers."""
+    this host is gone, or that never recorded a worker within `min_age_s`; mark their MLflow runs FAILED
+    ('worker died') and requeue them while retries remain. With an RDB storage, stale heartbeats are failed and
+    retried too. Returns the reaped trial numbers."""
     import optuna
 
     study, storage = sweep.study, sweep.study._storage
