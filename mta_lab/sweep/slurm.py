@@ -236,20 +236,6 @@ def submit(spec: SweepSpec | str | Path, sweep_dir: str | Path, *, cluster: str 
     return [str(job.job_id) for job in jobs]
 
 
-def work_left(sweep) -> int:
-    """Trials a new worker could still take or wait for: waiting + running (+ HPO trials not yet started)."""
-    from optuna.trial import TrialState
-
-    from mta_lab.sweep.worker import superseded
-
-    trials = sweep.study.get_trials(deepcopy=False)
-    left = sum(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in trials)
-    if sweep.spec.hpo is not None:
-        started = sum(1 for t in trials if t.state != TrialState.WAITING and t.number not in superseded(trials))
-        left += max(0, sweep.spec.hpo.n_trials - started)
-    return left
-
-
 def submit_jobs(spec: SweepSpec | str | Path, sweep_dir: str | Path, *, cluster: str | Path | ClusterProfile,
                 workers: int, executor: str | None = None, max_trials: int | None = None,
                 force: bool = False) -> list[Any]:
@@ -264,7 +250,7 @@ def submit_jobs(spec: SweepSpec | str | Path, sweep_dir: str | Path, *, cluster:
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
     # Create the study (and enqueue its fixed trials) once, here, before any job starts: jobs on several nodes
     # calling `create` at the same time could otherwise enqueue a trial twice.
-    from mta_lab.sweep.status import counts
+    from mta_lab.sweep.status import counts, work_left
     from mta_lab.sweep.storage import remember_storage
     from mta_lab.sweep.study import create
 

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from mta_lab.sweep.storage import grace_s, heartbeat_age_s, heartbeat_file
 from mta_lab.sweep.study import Sweep
-from mta_lab.sweep.worker import FAILURE, FAILURE_KIND, failures, requeue, superseded
+from mta_lab.sweep.worker import FAILURE, FAILURE_KIND, failures, hpo_started, requeue
 
 STATES = (("complete", TrialState.COMPLETE), ("running", TrialState.RUNNING), ("waiting", TrialState.WAITING),
           ("failed", TrialState.FAIL), ("pruned", TrialState.PRUNED))
@@ -175,17 +175,22 @@ def counts(sweep: Sweep) -> dict[str, int]:
     return n
 
 
+def work_left(sweep: Sweep, trials: list[FrozenTrial] | None = None) -> int:
+    """Trials a worker could still take or wait for: waiting + running (+ HPO trials not yet started)."""
+    trials = sweep.study.get_trials(deepcopy=False) if trials is None else trials
+    left = sum(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in trials)
+    if sweep.spec.hpo is not None:
+        left += max(0, sweep.spec.hpo.n_trials - hpo_started(trials))
+    return left
+
+
 def eta_s(sweep: Sweep, workers: int | None = None) -> float | None:
     trials = sweep.study.get_trials(deepcopy=False)
     durations = _durations(trials)
     if not durations:
         return None
     running = [t for t in trials if t.state == TrialState.RUNNING]
-    waiting = sum(1 for t in trials if t.state == TrialState.WAITING)
-    left = waiting + len(running)
-    if sweep.spec.hpo is not None:
-        started = sum(1 for t in trials if t.state != TrialState.WAITING and t.number not in superseded(trials))
-        left = max(0, sweep.spec.hpo.n_trials - started) + waiting + len(running)
+    left = work_left(sweep, trials)
     workers = workers or len({(t.user_attrs.get("mta.host"), t.user_attrs.get("mta.pid")) for t in running}) or 1
     return statistics.fmean(durations) * left / workers
 

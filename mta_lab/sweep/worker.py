@@ -97,7 +97,7 @@ def _pop_waiting(study: optuna.Study) -> optuna.Trial | None:
     return None
 
 
-def _hpo_started(trials: list[FrozenTrial]) -> int:
+def hpo_started(trials: list[FrozenTrial]) -> int:
     gone = superseded(trials)
     return sum(1 for t in trials if t.state != TrialState.WAITING and t.number not in gone)
 
@@ -114,7 +114,7 @@ def next_trial(sweep: Sweep) -> optuna.Trial | None:
     with creation_lock(sweep.sweep_dir):  # count-then-ask without another local worker in between
         trials = study.get_trials(deepcopy=False)
         waiting = any(t.state == TrialState.WAITING for t in trials)
-        if not waiting and _hpo_started(trials) >= spec.hpo.n_trials:
+        if not waiting and hpo_started(trials) >= spec.hpo.n_trials:
             return None
         import warnings
 
@@ -246,6 +246,9 @@ def compose(sweep: Sweep, frozen: FrozenTrial, seed: int, params: dict) -> tuple
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
 
+_WHY = {"SIGUSR2": "SIGUSR2: the job's time limit or a preemption", "SIGINT": "Ctrl-C"}
+
+
 def _keyboard_interrupt() -> None:
     raise KeyboardInterrupt
 
@@ -357,8 +360,7 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, signals: _Signals, console: Con
 
 def _interrupted(sweep: Sweep, trial: optuna.Trial, run_dirs: list[str], summary: WorkerSummary,
                  signal_name: str) -> None:
-    why = {"SIGUSR2": "SIGUSR2: the job's time limit or a preemption", "SIGINT": "Ctrl-C"}.get(signal_name,
-                                                                                              signal_name or "Ctrl-C")
+    why = _WHY.get(signal_name, signal_name or "Ctrl-C")
     reason = f"interrupted ({why}); requeued, the next attempt resumes from its last checkpoint"
     trial.set_user_attr(FAILURE, reason)
     trial.set_user_attr(FAILURE_KIND, "interrupted")

@@ -95,24 +95,18 @@ def _status_text(sweep) -> str:
     return console.export_text()
 
 
-def _fake_sbatch(bin_dir: Path, capture: Path) -> None:
-    bin_dir.mkdir()
-    (bin_dir / "sbatch").write_text(f'#!/bin/sh\ncp "$1" {capture}\necho "Submitted batch job 77"\n')
-    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
-    for name in ("sbatch", "srun"):
-        (bin_dir / name).chmod(stat.S_IRWXU)
-
-
 def test_submit_remembers_the_profiles_storage_and_refuses_a_finished_sweep(tmp_path, data_cache, monkeypatch):
     capture = tmp_path / "submitted.sh"
-    _fake_sbatch(tmp_path / "bin", capture)  # a stand-in sbatch: the real cluster tests are test_slurm_cluster.py
+    from test_sweep_submit import _fake_slurm
+
+    _fake_slurm(tmp_path / "bin", capture)  # a stand-in sbatch that records the script
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     path = _sweep_file(tmp_path, data_cache, steps=2, ckpt_every=2)
     spec, sweep_dir = SweepSpec.load(path), (tmp_path / "sweep").resolve()
     url = f"sqlite:///{tmp_path / 'optuna.db'}"  # an RDB storage named by the profile only (PostgreSQL on a cluster)
     profile = replace(ClusterProfile.load("example_slurm"), storage=url)
 
-    assert submit(spec, sweep_dir, cluster=profile, workers=2, executor="slurm") == ["77_0", "77_1"]
+    assert submit(spec, sweep_dir, cluster=profile, workers=2, executor="slurm") == ["4242_0", "4242_1"]
 
     remembered = sweep_dir / "storage.url"
     assert remembered.read_text().strip() == url and stat.S_IMODE(remembered.stat().st_mode) == 0o600
@@ -127,7 +121,7 @@ def test_submit_remembers_the_profiles_storage_and_refuses_a_finished_sweep(tmp_
     with pytest.raises(SweepFinished, match="nothing left to run.*--force"):
         submit(spec, sweep_dir, cluster=profile, workers=2, executor="slurm")
     assert not capture.exists()  # nothing reached sbatch
-    assert submit(spec, sweep_dir, cluster=profile, workers=2, executor="slurm", force=True) == ["77_0", "77_1"]
+    assert submit(spec, sweep_dir, cluster=profile, workers=2, executor="slurm", force=True) == ["4242_0", "4242_1"]
 
 
 @pytest.mark.slow
