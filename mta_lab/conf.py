@@ -124,7 +124,7 @@ def _unknown_key_message(err: Exception, overrides: list[str] | tuple[str, ...])
         return None
     key = found.group(1)
     close = difflib.get_close_matches(key, _config_keys(), n=1, cutoff=0.8)
-    if not close:
+    if not close or close[0] == key:  # the key exists: Hydra refused the value (e.g. a new key in a mapping)
         return None
     given = next((o for o in overrides if o.split("=", 1)[0] == key), key)
     return f"{given}: no config key {key}; did you mean {close[0]}?"

@@ -16,32 +16,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mta_lab.commands.options import parse_key_values
 from mta_lab.errors import UsageError
+from mta_lab.eval.options import CKPT, COMMON_USAGE, RAW, TASKS, check_options, usage
 
 HELP = "evaluate a trained checkpoint: toy, niah, babilong, lambada, zeroshot, harness"
-CKPT = "ckpt=<run dir | final/model.pt | checkpoints/*.ckpt>"
-COMMON = {"ckpt": None, "device": "auto", "batch_size": 8, "track": "auto", "tracking_uri": None}
-COMMON_USAGE = "device=auto|cpu|cuda batch_size=8 track=auto|new|false tracking_uri=URI"
-LONG = {"haystack": None, "cache_dir": None, "seed": 0}
-TASKS = {
-    "niah": ("multi-needle needle-in-a-haystack, generated offline (accuracy per context, needles, depth)",
-             {**COMMON, **LONG, "contexts": "2048,4096", "needles": "2,4,6", "depths": "0,0.25,0.5,0.75,1",
-              "samples": 50, "digits": 7},
-             "contexts=2048,4096 needles=2,4,6 depths=0,0.25,0.5,0.75,1 samples=50 digits=7 seed=0 haystack=PATH"),
-    "babilong": ("bAbI QA1-QA5 facts spread through distractor text (accuracy per task and length)",
-                 {**COMMON, **LONG, "tasks": "qa1,qa2,qa3,qa4,qa5", "lengths": "0,1024,2048,4096", "samples": 50,
-                  "facts": 0},
-                 "tasks=qa1,qa2,qa3,qa4,qa5 lengths=0,1024,2048,4096 samples=50 seed=0 facts=0 (0: per task, "
-                 "qa1 8, qa2 10, qa3 12, qa5 8; qa4 has 2) haystack=PATH"),
-    "lambada": ("LAMBADA last-word perplexity and accuracy from a local file", {**COMMON, "data.path": None},
-                "data.path=FILE.jsonl (a \"text\" field per line) or FILE.txt (one passage per line)"),
-    "zeroshot": ("multiple choice from local JSONL files (acc, acc_norm)", {**COMMON, "data.path": None},
-                 'data.path=FILE.jsonl or DIR of *.jsonl ({"context", "choices", "gold", "fewshot"?} per line)'),
-    "harness": ("lm-evaluation-harness tasks over the checkpoint (optional extra `eval`)",
-                {**COMMON, "tasks": None, "include_path": None, "num_fewshot": None, "limit": None},
-                "tasks=hellaswag,piqa include_path=DIR (your task YAMLs) num_fewshot=N limit=N"),
-}
-RAW = ("ckpt", "device", "track", "tracking_uri", "haystack", "cache_dir", "contexts", "needles", "depths", "tasks",
-       "lengths", "data.path", "include_path")
 TOY_USAGE = (f"{CKPT} [samples=1000] [data_seed=1] [batch_size=250] [device=auto]")
 TOY_DEFAULTS = {"ckpt": None, "samples": 1000, "data_seed": 1, "batch_size": 250, "device": "auto"}
 
@@ -59,10 +36,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     toy.add_argument("options", nargs="*", metavar="KEY=VALUE", help=TOY_USAGE)
     toy.add_argument("--json", action="store_true", help="print the result as JSON")
     toy.set_defaults(handler=run_toy)
-    for name, (help_text, _, usage) in TASKS.items():
+    for name, (help_text, _, task_usage) in TASKS.items():
         p = kinds.add_parser(name, help=help_text,
-                             description=f"mta-lab eval {name} {CKPT} {usage} {COMMON_USAGE}. {help_text}.")
-        p.add_argument("options", nargs="*", metavar="KEY=VALUE", help=f"{usage} {COMMON_USAGE}")
+                             description=f"mta-lab eval {name} {CKPT} {task_usage} {COMMON_USAGE}. {help_text}.")
+        p.add_argument("options", nargs="*", metavar="KEY=VALUE", help=f"{task_usage} {COMMON_USAGE}")
         p.add_argument("--json", action="store_true", help="print the results as JSON")
         p.add_argument("--export", metavar="FILE", default=None,
                        help="write every sample as JSONL (prompt, expected answer, output, generator metadata)")
@@ -70,76 +47,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 # ---------------------------------------------------------------- options
-def _ints(key: str, text, minimum: int = 1) -> list[int]:
-    try:
-        values = [int(v) for v in str(text).replace(" ", "").split(",") if v != ""]
-    except ValueError:
-        raise UsageError(f"{key}={text!r}: must be comma-separated integers, e.g. {key}=1024,2048") from None
-    if not values or any(v < minimum for v in values):
-        raise UsageError(f"{key}={text!r}: give integers >= {minimum}, comma-separated")
-    return values
-
-
-def _floats(key: str, text) -> list[float]:
-    try:
-        values = [float(v) for v in str(text).replace(" ", "").split(",") if v != ""]
-    except ValueError:
-        raise UsageError(f"{key}={text!r}: must be comma-separated numbers in [0, 1], e.g. {key}=0,0.5,1") from None
-    if not values or any(not 0 <= v <= 1 for v in values):
-        raise UsageError(f"{key}={text!r}: depths are fractions of the context, each in [0, 1]")
-    return values
-
-
-def _positive(options: dict, key: str) -> None:
-    value = options[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UsageError(f"{key}={value!r}: must be a positive integer")
-
-
 def parse_task_options(task: str, items: list[str]) -> dict:
-    _, defaults, usage = TASKS[task]
-    full_usage = f"mta-lab eval {task} {CKPT} {usage} {COMMON_USAGE}"
-    options = parse_key_values(items, defaults, usage=full_usage, raw_keys=RAW)
-    if not options["ckpt"]:
-        raise UsageError(f"ckpt= is required; usage: {full_usage}")
-    if options["device"] not in ("auto", "cpu", "cuda"):
-        raise UsageError(f"device={options['device']!r}: allowed: auto, cpu, cuda")
-    if options["track"] not in ("auto", "new", "false"):
-        raise UsageError(f"track={options['track']!r}: allowed: auto (the checkpoint's run), new (a run linked to it), "
-                         "false (record nothing)")
-    _positive(options, "batch_size")
-    if task == "niah":
-        options["contexts"] = _ints("contexts", options["contexts"])
-        options["needles"] = _ints("needles", options["needles"])
-        options["depths"] = _floats("depths", options["depths"])
-        _positive(options, "samples")
-        _positive(options, "digits")
-    elif task == "babilong":
-        from mta_lab.eval.babi import TASKS as QA
-
-        names = [t for t in str(options["tasks"]).replace(" ", "").split(",") if t]
-        bad = [t for t in names if t not in QA]
-        if not names or bad:
-            raise UsageError(f"tasks={options['tasks']!r}: allowed: {', '.join(QA)} (comma-separated)")
-        options["tasks"] = names
-        options["lengths"] = _ints("lengths", options["lengths"], minimum=0)
-        _positive(options, "samples")
-        if isinstance(options["facts"], bool) or not isinstance(options["facts"], int) or not 0 <= options["facts"]:
-            raise UsageError(f"facts={options['facts']!r}: must be an integer >= 0 (0: the task's default)")
-        if 0 < options["facts"] < 2:
-            raise UsageError(f"facts={options['facts']}: a story needs at least 2 facts")
-    elif task in ("lambada", "zeroshot") and not options["data.path"]:
-        raise UsageError(f"data.path= is required; usage: {full_usage}")
-    elif task == "harness":
-        if not options["tasks"]:
-            raise UsageError(f"tasks= is required (lm-evaluation-harness task names); usage: {full_usage}")
-        for key in ("num_fewshot", "limit"):
-            if options[key] is not None and (isinstance(options[key], bool) or not isinstance(options[key], int)
-                                             or options[key] < 0):
-                raise UsageError(f"{key}={options[key]!r}: must be an integer >= 0")
-    if task in ("niah", "babilong") and (isinstance(options["seed"], bool) or not isinstance(options["seed"], int)):
-        raise UsageError(f"seed={options['seed']!r}: must be an integer")
-    return options
+    """KEY=VALUE items over the task's defaults, checked (`mta_lab/eval/options.py`)."""
+    return check_options(task, parse_key_values(items, TASKS[task][1], usage=usage(task), raw_keys=RAW))
 
 
 # ---------------------------------------------------------------- running
@@ -165,6 +75,7 @@ def run_task(args: argparse.Namespace) -> int:
     from mta_lab.eval.checkpoint import load_model
     from mta_lab.eval.errors import EvalError
     from mta_lab.eval.lm import TorchLM
+    from mta_lab.eval.run import evaluate
     from mta_lab.eval.tokenizer import checkpoint_tokenizer
     from mta_lab.eval.tracking import check_target, find_target, record
 
@@ -203,39 +114,7 @@ def run_task(args: argparse.Namespace) -> int:
         bar.update(bar_task, total=n)
 
     try:
-        if task in ("niah", "babilong"):
-            from mta_lab.eval.haystack import load_haystack
-
-            need_haystack = task == "niah" or any(options["lengths"])
-            haystack = load_haystack(payload.get("data"), tokenizer, haystack=options["haystack"],
-                                     cache_dir=options["cache_dir"]) if need_haystack else None
-            if task == "niah":
-                from mta_lab.eval.niah import run_niah
-
-                total(len(options["contexts"]) * len(options["needles"]) * len(options["depths"]) * options["samples"])
-                result = run_niah(lm, tokenizer, haystack, contexts=options["contexts"], needles=options["needles"],
-                                  depths=options["depths"], samples=options["samples"], seed=options["seed"],
-                                  digits=options["digits"], progress=progress)
-            else:
-                from mta_lab.eval.babilong import run_babilong
-
-                total(len(options["tasks"]) * len(options["lengths"]) * options["samples"])
-                result = run_babilong(lm, tokenizer, haystack, tasks=options["tasks"], lengths=options["lengths"],
-                                      samples=options["samples"], seed=options["seed"],
-                                      facts=options["facts"] or None, progress=progress)
-        elif task == "lambada":
-            from mta_lab.eval.multiple_choice import run_lambada
-
-            result = run_lambada(lm, tokenizer, options["data.path"], progress=progress)
-        elif task == "zeroshot":
-            from mta_lab.eval.multiple_choice import run_zeroshot
-
-            result = run_zeroshot(lm, tokenizer, options["data.path"], progress=progress)
-        else:
-            from mta_lab.eval.harness import run_harness
-
-            result = run_harness(lm, tokenizer, tasks=options["tasks"], include_path=options["include_path"],
-                                 num_fewshot=options["num_fewshot"], limit=options["limit"])
+        result = evaluate(task, options, lm, tokenizer, payload.get("data"), progress=progress, total=total)
     finally:
         if bar.live.is_started:
             bar.stop()

@@ -81,9 +81,14 @@ def _show(config, result) -> None:
     table.add_column(style="bold")
     table.add_column()
     for key, value in result.metrics.items():
+        if key.startswith("eval/") and key.count("/") > 2:  # per setting: in MLflow and the eval reports
+            continue
         shown = f"{value:,.4g}" if abs(value) < 1e6 else f"{value:,.0f}"
         table.add_row(key.removeprefix("final/"), shown)
     console.print(table)
+    for task, reason in getattr(result, "eval_failures", {}).items():
+        console.print(f"[red]eval {task} failed[/] (tag mta.eval_failed; the training is FINISHED): {reason}",
+                      highlight=False)
     if result.resumed_from:
         console.print(f"resumed from {result.resumed_from}")
     console.print(f"run directory: {result.run_dir}  (checkpoints/, final/model.pt, config.yaml)")

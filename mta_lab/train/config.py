@@ -114,6 +114,37 @@ class OptimConfig:
 
 
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "64-true")
+EVAL_TASKS = ("niah", "babilong", "lambada", "zeroshot", "harness")  # mta_lab/eval/options.py TASKS, less toy
+
+
+def _option_pairs(value: Any) -> tuple[tuple[str, Any], ...]:
+    """`train.eval_options` as sorted ("task.key", value) pairs: from a mapping {task: {key: value}} (YAML, Hydra)
+    or {"task.key": value}, or from such pairs; list values become comma strings ([160, 220] -> "160,220")."""
+    if value is None:
+        return ()
+    if isinstance(value, Mapping):
+        items = []
+        for task, options in value.items():
+            if isinstance(options, Mapping):
+                items += [(f"{task}.{k}", v) for k, v in options.items()]
+            else:
+                items.append((str(task), options))
+    elif isinstance(value, list | tuple) and all(isinstance(p, list | tuple) and len(p) == 2 for p in value):
+        items = [tuple(p) for p in value]
+    else:
+        _fail("train", "eval_options", value, "must be a mapping {task: {option: value}}, e.g. "
+              "{niah: {contexts: [1024, 2048], samples: 20}}")
+    out = {}
+    for key, v in items:
+        if not isinstance(key, str) or "." not in key:
+            _fail("train", "eval_options", dict(value) if isinstance(value, Mapping) else value,
+                  f"{key!r} is not under a task; write {{niah: {{samples: 20}}}}")
+        if isinstance(v, list | tuple):
+            v = ",".join(map(str, v))
+        if isinstance(v, Mapping):
+            _fail("train", f"eval_options.{key}", v, "must be a number, a string or a list")
+        out[key] = v
+    return tuple(sorted(out.items()))
 
 
 @dataclass(frozen=True)
@@ -136,9 +167,13 @@ class TrainConfig:
     compile: bool = False
     activation_checkpointing: bool = False
     peak_flops: float | None = None  # per device, FLOP/s, for MFU; null = looked up from the GPU name
+    evals: tuple[str, ...] = ()  # eval tasks run on the final model (EVAL_TASKS), logged to the run as eval/*
+    # their options as sorted ("task.key", value) pairs (hashable); YAML gives a mapping {task: {key: value}}
+    eval_options: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         s = "train"
+        self._check_evals()
         _integers(s, self, whole_floats=("token_budget",))
         _positive(s, self, "batch_size", "seq_len", "val_every", "ckpt_every", "log_every", "keep_checkpoints")
         _positive(s, self, "max_steps", "token_budget", "flop_budget", "val_batches", "val_batch_size",
@@ -150,6 +185,52 @@ class TrainConfig:
                 f"train: set exactly one of max_steps, token_budget, flop_budget (got {', '.join(budgets) or 'none'}); "
                 "e.g. train.max_steps=1000 or train.token_budget=1e9 (override the others with null)"
             )
+
+    def _check_evals(self) -> None:
+        """`evals` names known tasks once each; `eval_options` holds, per task of `evals`, options that task takes
+        (checked by `mta_lab.eval.options`: the same checks and messages as `mta-lab eval TASK`)."""
+        evals = self.evals
+        if evals is None:
+            evals = ()
+        elif isinstance(evals, str):
+            evals = tuple(t for t in evals.replace(" ", "").split(",") if t)
+        if not isinstance(evals, tuple) or not all(isinstance(t, str) for t in evals):
+            _fail("train", "evals", evals, f"must be a list of eval task names ({', '.join(EVAL_TASKS)})")
+        bad = [t for t in evals if t not in EVAL_TASKS]
+        if bad:
+            _fail("train", "evals", list(evals), f"unknown task {', '.join(bad)}; allowed: {', '.join(EVAL_TASKS)}"
+                  + (" (the toy task's error rate is measured by validation: final/val_error_rate)"
+                     if "toy" in bad else ""))
+        if len(set(evals)) != len(evals):
+            _fail("train", "evals", list(evals), "names a task twice")
+        object.__setattr__(self, "evals", evals)
+        pairs = _option_pairs(self.eval_options)
+        object.__setattr__(self, "eval_options", pairs)
+        for task in {key.split(".", 1)[0] for key, _ in pairs} - set(evals):
+            _fail("train", f"eval_options.{task}", self.options_for(task), f"{task} is not in train.evals "
+                  f"({list(evals)}); add it there or drop its options")
+        for task in evals:
+            self.checked_eval_options(task)
+
+    def options_for(self, task: str) -> dict[str, Any]:
+        """The options given for `task` (not its defaults)."""
+        return {key.split(".", 1)[1]: value for key, value in self.eval_options if key.split(".", 1)[0] == task}
+
+    def checked_eval_options(self, task: str) -> dict[str, Any]:
+        """`task`'s defaults updated by its `eval_options`, checked; ConfigError naming train.eval_options.TASK."""
+        from mta_lab.eval.errors import EvalError
+        from mta_lab.eval.options import CLI_ONLY, TASKS, check_options
+
+        given, defaults = self.options_for(task), TASKS[task][1]
+        allowed = [k for k in defaults if k not in CLI_ONLY]
+        unknown = sorted(k for k in given if k not in allowed)
+        if unknown:
+            _fail("train", f"eval_options.{task}", given, f"unknown option(s) {', '.join(unknown)}; {task} takes "
+                  f"{', '.join(allowed)} (the final model and its MLflow run are the run's own)")
+        try:
+            return check_options(task, {**defaults, **given}, need_ckpt=False)
+        except EvalError as err:
+            raise ConfigError(f"train.eval_options.{task}.{err}") from None
 
     def total_steps(self, tokens_per_step: int, train_flops_per_token: int) -> int:
         """Optimizer steps the budget buys."""
@@ -295,4 +376,9 @@ class RunConfig:
             out[key] = out[key].to_dict() if hasattr(out[key], "to_dict") else asdict(out[key])
         for key in ("optim", "train", "trainer", "tracking"):
             out[key] = plain(asdict(out[key]))
+        options: dict[str, dict[str, Any]] = {}
+        for key, value in self.train.eval_options:
+            task, name = key.split(".", 1)
+            options.setdefault(task, {})[name] = value
+        out["train"]["eval_options"] = options
         return out

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -50,6 +50,7 @@ class TrainResult:
     metrics: dict[str, float]
     params: int
     resumed_from: str | None
+    eval_failures: dict[str, str] = field(default_factory=dict)  # train.evals task -> why it failed
 
 
 def config_hash(run: RunConfig) -> str:
@@ -58,6 +59,8 @@ def config_hash(run: RunConfig) -> str:
     for key in ("name", "root", "resume", "tracking"):
         d.pop(key, None)
     d["data"].pop("cache_dir", None)
+    for key in ("evals", "eval_options"):  # evaluated after training: they do not change the trained model
+        d["train"].pop(key, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -246,6 +249,10 @@ def train(run: RunConfig, *, progress: bool = True, extra_callbacks: list | None
     n_params = count_parameters(run.model, run.attention).total
     resume_from = _resolve_resume(run, total_steps)
     init, init_tags = prepare_init(run, resume_from)  # the parent's weights, read and checked before any record
+    if run.train.evals:  # every sample of train.evals generated for this model and tokenizer, before any record
+        from mta_lab.train.final_evals import check_final_evals
+
+        check_final_evals(run, bundle.tokenizer)
     if init_tags:
         run = replace(run, tracking=replace(run.tracking, tags={**init_tags, **run.tracking.tags}))
 
@@ -307,9 +314,16 @@ def _train_locked(run: RunConfig, run_dir: Path, *, progress: bool, extra_callba
         if isinstance(err, TrainingInterrupted):
             raise err from None
         raise
+    eval_failures: dict[str, str] = {}
+    if handle is not None and run.train.evals:  # the run is FINISHED: an eval's failure is a tag, not a lost run
+        from mta_lab.train.final_evals import run_final_evals
+
+        eval_metrics, eval_failures = run_final_evals(run, run_dir, handle.client, handle.run_id)
+        final = {**final, **eval_metrics}
     return TrainResult(run_id=handle.run_id if handle else None, run_dir=str(run_dir), tracking_uri=run.tracking_uri,
                        experiment=run.tracking.experiment, steps=trainer.global_step, metrics=final,
-                       params=n_params, resumed_from=str(resume_from) if resume_from else None)
+                       params=n_params, resumed_from=str(resume_from) if resume_from else None,
+                       eval_failures=eval_failures)
 
 
 def _final_metrics(trainer, throughput, *, n_params: int, flops: int, started: float) -> dict[str, float]:
