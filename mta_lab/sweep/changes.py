@@ -2,8 +2,9 @@
 changed (variants added, removed or changed; any other field), and the one message that says what to do.
 
 The identity is the spec without its run policy: `storage` (where the study lives: it was found there),
-`description` (a note), `max_failures` / `max_retries` (a stopped sweep's message says to raise them) and
-`hpo.n_trials` (an HPO study may be extended) may change; anything else changes what the trials are.
+`description` (a note), `record` (metrics kept on the trials), `max_failures` / `max_retries` (a stopped
+sweep's message says to raise them) and `hpo.n_trials` (an HPO study may be extended) may change; anything
+else changes what the trials are.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from mta_lab.errors import UserError
 
-POLICY = ("storage", "description", "max_failures", "max_retries")
+POLICY = ("storage", "description", "max_failures", "max_retries", "record")
 
 
 class SweepChanged(UserError, ValueError):

@@ -231,6 +231,7 @@ class SweepSpec:
     max_failures: int = 3
     max_retries: int = 1
     description: str = ""
+    record: tuple[str, ...] = ()  # metrics kept on each Optuna trial beside the objective (e.g. eval/niah/acc)
     ablation: Ablation | None = None
     hpo: Hpo | None = None
     scaling: Scaling | None = None
@@ -256,6 +257,13 @@ class SweepSpec:
         if self.storage is not None and not (isinstance(self.storage, str) and "://" in self.storage):
             _fail("storage", f"{self.storage!r} must be null (a journal file) or an SQLAlchemy URL such as "
                   "postgresql+psycopg://user:pass@host/db")
+        record = (self.record,) if isinstance(self.record, str) else self.record
+        if record is None:
+            record = ()
+        if not isinstance(record, list | tuple) or not all(isinstance(m, str) and m for m in record):
+            _fail("record", f"{self.record!r} must be a list of MLflow metric names, e.g. [eval/niah/acc, "
+                  "final/val_ppl]")
+        object.__setattr__(self, "record", tuple(record))
         for kind in KINDS:
             present = getattr(self, kind) is not None
             if present != (kind == self.kind):

@@ -20,9 +20,34 @@ def _compose(spec: SweepSpec, where: str, overrides: list[str], shown: tuple[str
                              "the sweep file (nothing was created)") from None
 
 
+def eval_metric_problem(config, metric: str) -> str | None:
+    """Why a run of `config` would not log the eval metric `metric` (eval/<task>/...), None when it would (or when
+    only the run can tell: zeroshot settings, harness)."""
+    from mta_lab.eval.options import metric_names
+
+    task = metric.split("/")[1] if metric.count("/") >= 2 else ""
+    if task not in config.train.evals:
+        return (f"{metric} is an eval metric of task {task or '?'}, which train.evals ({list(config.train.evals)}) "
+                f"does not run; add train.evals=[{task or 'TASK'}] to the sweep's base")
+    names = metric_names(task, config.train.checked_eval_options(task))
+    if names is not None and metric not in names:
+        close = sorted(names)[:6]
+        return f"{task} with these train.eval_options logs no {metric} (it logs e.g. {', '.join(close)})"
+    return None
+
+
+def _check_metrics(spec: SweepSpec, where: str, config, shown) -> None:
+    """The objective and the recorded metrics that are eval metrics are produced by this trial's train.evals."""
+    for field, metric in (("objective.metric", spec.objective.metric), *(("record", m) for m in spec.record)):
+        if metric.startswith("eval/") and (problem := eval_metric_problem(config, metric)):
+            raise SweepSpecError(f"{spec.source or spec.name}: sweep.{field}={metric}: in {where} "
+                                 f"[{', '.join(shown)}]: {problem}; fix it in the sweep file (nothing was created)")
+
+
 def check_trials(spec: SweepSpec) -> dict:
-    """Compose the base and every fixed trial (once per variant: seeds do not change what composes). Returns the
-    base's RunConfig as plain data (stored on the study)."""
+    """Compose the base and every fixed trial (once per variant: seeds do not change what composes); an eval
+    metric named as objective or recorded must come from each trial's train.evals. Returns the base's RunConfig
+    as plain data (stored on the study)."""
     from mta_lab.fields import plain
 
     base = _compose(spec, "base", list(spec.base), spec.base, stamp="base")
@@ -32,5 +57,8 @@ def check_trials(spec: SweepSpec) -> dict:
             continue
         seen.add(plan.variant)
         where = f"ablation.variants.{plan.variant}" if spec.ablation is not None else f"scaling variant {plan.variant}"
-        _compose(spec, where, [*spec.base, *plan.overrides, f"train.seed={plan.seed}"], plan.overrides)
+        config = _compose(spec, where, [*spec.base, *plan.overrides, f"train.seed={plan.seed}"], plan.overrides)
+        _check_metrics(spec, where, config, plan.overrides)
+    if not seen:  # HPO: the base (its space samples optimiser and model knobs, not train.evals)
+        _check_metrics(spec, "base", base, spec.base)
     return plain(base.to_dict())

@@ -28,6 +28,7 @@ from mta_lab.sweep.study import Sweep, close_parent, create, open_sweep, resolve
 
 FAILURE = "mta.failure"  # user attr: the reason a trial failed
 FAILURE_KIND = "mta.failure_kind"  # error | diverged | died | interrupted (interrupted ones are not failures)
+RECORDED = "mta.recorded"  # user attr: the sweep's `record` metrics of the trial (aggregated over its seeds)
 WORKER_KEYS = ("mta.host", "mta.pid", "mta.started", "mta.run_dirs", "mta.attempt", FAILURE, FAILURE_KIND)
 
 
@@ -284,13 +285,27 @@ class _Signals:
 
 
 # ---------------------------------------------------------------------------------------------------- the loop
-def _value(metrics: dict, metric: str) -> float:
+def _value(metrics: dict, metric: str, eval_failures: dict | None = None) -> float:
     value = metrics.get(metric)
     if value is None or not math.isfinite(value):
-        shown = ", ".join(sorted(k for k, v in metrics.items() if v is not None))
+        task = metric.split("/")[1] if metric.startswith("eval/") and metric.count("/") >= 2 else None
+        if task and task in (eval_failures or {}):
+            raise KeyError(f"objective metric {metric} is missing: eval {task} failed after training (the run is "
+                           f"FINISHED, tag mta.eval_failed): {eval_failures[task]}")
+        shown = ", ".join(sorted(k for k, v in metrics.items() if v is not None and k.count("/") < 3))
         raise KeyError(f"objective metric {metric} is {'missing' if value is None else value} in the run's final "
                        f"metrics ({shown})")
     return float(value)
+
+
+def _recorded(spec: SweepSpec, per_seed: list[dict]) -> dict:
+    """`spec.record`'s metrics aggregated over the seeds that have them (as the objective); absent ones left out."""
+    out = {}
+    for metric in spec.record:
+        values = [m[metric] for m in per_seed if isinstance(m.get(metric), int | float) and math.isfinite(m[metric])]
+        if values:
+            out[metric] = statistics.median(values) if spec.aggregate == "median" else statistics.fmean(values)
+    return out
 
 
 def run_trial(sweep: Sweep, trial: optuna.Trial, signals: _Signals, console: Console, summary: WorkerSummary,
@@ -310,6 +325,7 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, signals: _Signals, console: Con
     trial.set_user_attr("mta.attempt", attempt)
     run_dirs: list[str] = []
     values: list[float] = []
+    per_seed: list[dict] = []
     label = f"trial {trial.number} ({frozen.user_attrs.get('variant', params)})"
     try:
         for i, seed in enumerate(seeds):
@@ -327,7 +343,8 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, signals: _Signals, console: Con
                 result = train(config, progress=False, extra_callbacks=callbacks)
             finally:
                 signals.training = False
-            values.append(_value(result.metrics, spec.objective.metric))
+            per_seed.append(result.metrics)
+            values.append(_value(result.metrics, spec.objective.metric, getattr(result, "eval_failures", None)))
             if signals.stop:
                 break
     except optuna.TrialPruned as err:
@@ -353,6 +370,8 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, signals: _Signals, console: Con
         _interrupted(sweep, trial, run_dirs, summary, signals.name)
         return
     value = statistics.median(values) if spec.aggregate == "median" else statistics.fmean(values)
+    if spec.record:
+        trial.set_user_attr(RECORDED, _recorded(spec, per_seed))
     study.tell(trial, value)
     summary.completed.append(trial.number)
     console.print(f"[green]{label}: {spec.objective.metric}={value:.4f}[/]", highlight=False)

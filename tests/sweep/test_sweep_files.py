@@ -43,6 +43,7 @@ EXPECTED_TRIALS = {
     "paper/retrofit.yaml": 3,
     "tiny/retrofit_cpu.yaml": 3,
     "tiny/context_extension_cpu.yaml": 2,
+    "tiny/niah_cpu.yaml": 4,
 }
 SAMPLER_CLASSES = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
                    "cmaes": optuna.samplers.CmaEsSampler, "qmc": optuna.samplers.QMCSampler,
@@ -167,6 +168,23 @@ def test_paper_toy_sweep_runs_all_twelve_cells_with_three_seeds():
     assert cpu.tracking.experiment is None  # its own MLflow experiment, not the paper sweep's
     config = load_run_config([*cpu.base, *cpu.ablation.variants["n8_last_mta"]], stamp="test")
     assert (config.data.toy_n, config.data.toy_variant, config.data.toy_train_samples) == (8, "last", 2000)
+
+
+def test_the_niah_sweep_ranks_by_an_eval_metric_its_trials_produce():
+    from mta_lab.eval.options import metric_names
+    from mta_lab.sweep.validate import check_trials
+
+    spec = SweepSpec.load(SWEEPS / "tiny" / "niah_cpu.yaml")
+    assert (spec.objective.metric, spec.objective.direction) == ("eval/niah/acc", "maximize")
+    check_trials(spec)  # what `sweep create` checks: the objective and recorded eval metrics come from train.evals
+    for overrides in spec.ablation.variants.values():
+        config = load_run_config([*spec.base, *overrides], stamp="test")
+        assert config.train.evals == ("niah",)
+        options = config.train.checked_eval_options("niah")
+        assert (options["contexts"], options["needles"], options["samples"]) == ([200], [1, 2], 4)
+        produced = metric_names("niah", options)
+        assert {spec.objective.metric, *(m for m in spec.record if m.startswith("eval/"))} <= produced
+        assert options["contexts"][0] + 20 <= config.model.max_seq_len  # the prompt and its answer fit
 
 
 def test_the_toy_variants_are_written_once():
