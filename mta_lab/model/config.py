@@ -101,7 +101,7 @@ MODEL_PRESETS: dict[str, tuple[ModelConfig, str]] = {
         ModelConfig(vocab_size=32, dim=256, n_layers=4, n_heads=2, ffn_hidden=768, max_seq_len=512),
         "the paper's toy-task model (§5): D 256, 4 layers, 2 heads, FFN 768",
     ),
-    "hf": (ModelConfig(source="hf"), "a local Hugging Face Llama checkpoint: model=hf model.path=/local/dir (extra hf)"),
+    "hf": (ModelConfig(source="hf"), "a local HF Llama checkpoint: model=hf model.path=/local/dir (extra hf)"),
     "300m": (ModelConfig(dim=1024, n_layers=20, n_heads=16), "paper 300M: D 1024, 20 layers, 16 heads"),
     "550m": (ModelConfig(dim=1280, n_layers=24, n_heads=10), "paper 550M: D 1280, 24 layers, 10 heads"),
     "880m": (ModelConfig(dim=1536, n_layers=24, n_heads=16), "paper 880M (release: 830M): D 1536, 24 layers"),
