@@ -15,6 +15,7 @@ from mta_lab.errors import UserError
 from mta_lab.fields import known_fields
 
 PAPER_VOCAB = 128_256  # Llama-3 tokenizer
+SOURCES = ("native", "hf")
 
 
 class ModelConfigError(UserError, ValueError):
@@ -39,6 +40,10 @@ class ModelConfig:
     norm_eps: float = 1e-5
     max_seq_len: int = 2048
     init_std: float = 0.02
+    # "native": the Transformer of transformer.py; "hf": a local Hugging Face Llama checkpoint at `path` (model=hf;
+    # mta_lab/hf), whose config.json then sets the fields above (filled in by the run config, `hf_model_config`).
+    source: str = "native"
+    path: str | None = None
 
     def __post_init__(self) -> None:
         def positive(name: str) -> None:
@@ -54,6 +59,11 @@ class ModelConfig:
             raise ModelConfigError(f"model.n_heads={self.n_heads}: must divide model.dim={self.dim}")
         if self.head_dim % 2:
             raise ModelConfigError(f"model.n_heads={self.n_heads}: head_dim={self.head_dim} must be even for RoPE")
+        if self.source not in SOURCES:
+            raise ModelConfigError(f"model.source={self.source!r}: must be one of {', '.join(SOURCES)}")
+        if self.path is not None and self.source != "hf":
+            raise ModelConfigError(f"model.path={self.path!r} applies only to a Hugging Face checkpoint: use "
+                                   "model=hf model.path=/local/llama (or drop model.path)")
         for name in ("rope_theta", "norm_eps", "init_std"):
             if not isinstance(getattr(self, name), int | float) or getattr(self, name) <= 0:
                 raise ModelConfigError(f"model.{name}={getattr(self, name)!r}: must be a positive number")
@@ -91,6 +101,7 @@ MODEL_PRESETS: dict[str, tuple[ModelConfig, str]] = {
         ModelConfig(vocab_size=32, dim=256, n_layers=4, n_heads=2, ffn_hidden=768, max_seq_len=512),
         "the paper's toy-task model (§5): D 256, 4 layers, 2 heads, FFN 768",
     ),
+    "hf": (ModelConfig(source="hf"), "a local HF Llama checkpoint: model=hf model.path=/local/dir (extra hf)"),
     "300m": (ModelConfig(dim=1024, n_layers=20, n_heads=16), "paper 300M: D 1024, 20 layers, 16 heads"),
     "550m": (ModelConfig(dim=1280, n_layers=24, n_heads=10), "paper 550M: D 1280, 24 layers, 10 heads"),
     "880m": (ModelConfig(dim=1536, n_layers=24, n_heads=16), "paper 880M (release: 830M): D 1536, 24 layers"),

@@ -306,8 +306,30 @@ class RunConfig:
             object.__setattr__(self, "name", str(self.name))
         if not isinstance(self.name, str) or not self.name or "/" in self.name:
             _fail("run", "name", self.name, "must be a non-empty name without '/'")
+        self._check_hf()
         self._check_init()
         self.check_model_fit()
+
+    def _check_hf(self) -> None:
+        """model=hf: the checkpoint is read (config.json, Llama only) and sets the model's sizes; what this module
+        cannot do with it yet is refused here, before any run directory."""
+        if self.model.source != "hf":
+            return
+        if not self.model.path:
+            _fail("model", "path", self.model.path, "model=hf needs the local directory of a Llama checkpoint: "
+                  "model.path=/path/to/Llama-3.2-1B (the folder with config.json and *.safetensors)")
+        from mta_lab.hf.checkpoint import model_config_of
+        from mta_lab.hf.requirements import require_transformers
+
+        require_transformers()
+        object.__setattr__(self, "model", model_config_of(self.model.path))
+        unsupported = {"init_from": self.init_from is not None, "train.compile": self.train.compile,
+                       "train.activation_checkpointing": self.train.activation_checkpointing,
+                       "trainer.strategy=fsdp": self.trainer.strategy == "fsdp"}
+        for name, used in unsupported.items():
+            if used:
+                _fail("model", "path", self.model.path, f"{name} is not supported with model=hf yet; drop it "
+                      "(model=hf retrofits MTA into the checkpoint's weights itself)")
 
     def _check_init(self) -> None:
         """`init_from` / `init_retrofit` (the files are read when training starts); `exact` turns the spec's group

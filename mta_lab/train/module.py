@@ -69,6 +69,11 @@ class LanguageModelTask(L.LightningModule):
         mesh = self.device_mesh
         # Under FSDP the model is built on the meta device (no memory), sharded per block, then materialised by
         # Lightning shard by shard; `on_fit_start` initialises it (DTensor-aware init).
+        if self.model_config.source == "hf":  # a local Llama checkpoint with MTA attached (mta_lab/hf)
+            from mta_lab.hf.lm import HFLanguageModel
+
+            self.model = HFLanguageModel.load(self.model_config.path, self.attention)
+            return
         with torch.device("meta") if mesh is not None else contextlib.nullcontext():
             model = build_model(self.model_config, self.attention)
         self._materialise_pending = mesh is not None
@@ -104,6 +109,8 @@ class LanguageModelTask(L.LightningModule):
             atomic_torch_save({"model": self.model_config.to_dict(), "attention": self.attention.to_dict(),
                                "state_dict": state, "step": trainer.global_step, **self.export_extra},
                               self.export_path)
+            if self.model_config.source == "hf":  # final/hf: what `mta_lab.hf.load_model` (from_pretrained) reads
+                self.model.save_pretrained(Path(self.export_path).parent / "hf")
 
     def full_state_dict(self) -> dict[str, Tensor]:
         """The unsharded model weights on CPU (a collective under FSDP: every rank must call it)."""
