@@ -156,11 +156,17 @@ class ClusterProfile:
 
 
 def _worker_job(spec: SweepSpec, sweep_dir: str, env: dict[str, str], max_trials: int | None) -> Any:
-    """What every array job (and every srun task of it) runs."""
-    os.environ.update(env)
-    from mta_lab.sweep.worker import run_worker
+    """What every array job (and every srun task of it) runs. The worker's signal handlers go in first, before
+    the heavy imports and the study: submitit's own SIGTERM handler only logs "Bypassing signal SIGTERM", so a
+    `scancel` in the job's first seconds would be lost and the worker would claim a trial, to be SIGKILLed with it
+    at KillWait. Caught here, the signal stops the worker before it claims anything."""
+    from mta_lab.sweep.signals import WorkerSignals
 
-    return run_worker(spec, sweep_dir=sweep_dir, max_trials=max_trials)
+    with WorkerSignals() as signals:
+        os.environ.update(env)
+        from mta_lab.sweep.worker import run_worker
+
+        return run_worker(spec, sweep_dir=sweep_dir, max_trials=max_trials, signals=signals)
 
 
 def _slurm_parameters(profile: ClusterProfile, spec: SweepSpec) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import socket
 import statistics
 import time
@@ -21,8 +20,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
-from mta_lab.critical import hold
 from mta_lab.sweep.ranks import Handoff, task_group
+from mta_lab.sweep.signals import WHY, WorkerSignals
 from mta_lab.sweep.spec import SweepSpec
 from mta_lab.sweep.study import Sweep, close_parent, create, open_sweep, resolve_dir
 
@@ -165,7 +164,7 @@ class Heartbeat:
         self.file.unlink(missing_ok=True)
 
 
-def _wait_for_others(sweep: Sweep, signals: _Signals, console: Console) -> bool:
+def _wait_for_others(sweep: Sweep, signals: WorkerSignals, console: Console) -> bool:
     """Nothing left to start: wait while other workers' trials run, taking over any whose worker is gone (its
     process, on this host, or its heartbeat file, on any host, stale for grace_s()), so that the last worker to
     leave leaves no trial RUNNING. True when there is a trial to take again."""
@@ -240,50 +239,6 @@ def compose(sweep: Sweep, frozen: FrozenTrial, seed: int, params: dict) -> tuple
     return name, replace(config, root=str(sweep.runs_root), name=name, resume=resume, tracking=tracking)
 
 
-# ---------------------------------------------------------------------------------------------------- signals
-# SIGUSR2 is what SLURM sends before a time limit (submitit asks for it 90 s ahead) and on preemption: the trial
-# is interrupted and requeued like on Ctrl-C, not failed (submitit's own handler would raise UncompletedJobError
-# inside the training: an ordinary error).
-SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
-
-
-_WHY = {"SIGUSR2": "SIGUSR2: the job's time limit or a preemption", "SIGINT": "Ctrl-C"}
-
-
-def _keyboard_interrupt() -> None:
-    raise KeyboardInterrupt
-
-
-class _Signals:
-    """SIGINT/SIGTERM: interrupt a training in progress; between trials, only ask the loop to stop (so a storage
-    write is never cut in half)."""
-
-    def __init__(self) -> None:
-        self.stop = False
-        self.training = False
-        self.name = ""
-        self._old: dict[int, object] = {}
-
-    def _handle(self, signum, frame) -> None:
-        first = not self.stop
-        self.stop = True
-        self.name = self.name or signal.Signals(signum).name
-        if self.training and first and not hold(_keyboard_interrupt):  # inside an MLflow write: raised after it
-            raise KeyboardInterrupt
-
-    def __enter__(self):
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for sig in SIGNALS:
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
 # ---------------------------------------------------------------------------------------------------- the loop
 def _value(metrics: dict, metric: str, eval_failures: dict | None = None) -> float:
     value = metrics.get(metric)
@@ -308,7 +263,7 @@ def _recorded(spec: SweepSpec, per_seed: list[dict]) -> dict:
     return out
 
 
-def run_trial(sweep: Sweep, trial: optuna.Trial, signals: _Signals, console: Console, summary: WorkerSummary,
+def run_trial(sweep: Sweep, trial: optuna.Trial, signals: WorkerSignals, console: Console, summary: WorkerSummary,
               handoff: Handoff | None = None) -> None:
     from mta_lab.errors import TrainingDiverged
     from mta_lab.sweep.pruning import OptunaPruning
@@ -338,6 +293,8 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, signals: _Signals, console: Con
                 callbacks.append(OptunaPruning(trial, spec.hpo.report_metric))
             if handoff is not None:  # the other srun tasks join this training as DDP ranks
                 handoff.announce(frozen.number, seed, params)
+            if signals.stop:  # a signal came while the trial was being claimed or composed: do not start it
+                raise KeyboardInterrupt
             signals.training = True
             try:
                 result = train(config, progress=False, extra_callbacks=callbacks)
@@ -379,7 +336,7 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, signals: _Signals, console: Con
 
 def _interrupted(sweep: Sweep, trial: optuna.Trial, run_dirs: list[str], summary: WorkerSummary,
                  signal_name: str) -> None:
-    why = _WHY.get(signal_name, signal_name or "Ctrl-C")
+    why = WHY.get(signal_name, signal_name or "Ctrl-C")
     reason = f"interrupted ({why}); requeued, the next attempt resumes from its last checkpoint"
     trial.set_user_attr(FAILURE, reason)
     trial.set_user_attr(FAILURE_KIND, "interrupted")
@@ -391,8 +348,10 @@ def _interrupted(sweep: Sweep, trial: optuna.Trial, run_dirs: list[str], summary
 
 
 def run_worker(spec: SweepSpec | str | Path, *, sweep_dir: str | Path | None = None, max_trials: int | None = None,
-               console: Console | None = None) -> WorkerSummary:
-    """Run trials until none is left (or `max_trials` ran). Raises SweepFailed when failures exceed max_failures."""
+               console: Console | None = None, signals: WorkerSignals | None = None) -> WorkerSummary:
+    """Run trials until none is left (or `max_trials` ran). Raises SweepFailed when failures exceed max_failures.
+    `signals`: handlers the caller installed already (a SLURM job does so first thing); a signal they caught
+    before this call stops the worker before it claims a trial."""
     if not isinstance(spec, SweepSpec):
         spec = SweepSpec.load(spec)
     console = console or Console()
@@ -405,9 +364,11 @@ def run_worker(spec: SweepSpec | str | Path, *, sweep_dir: str | Path | None = N
         close_parent(sweep, "RUNNING")
     os.environ["MTA_PARENT_RUN_ID"] = sweep.parent_run_id
     summary = WorkerSummary()
+    from contextlib import nullcontext
+
     from mta_lab.sweep.status import fail_stale
 
-    with _Signals() as signals:
+    with nullcontext(signals) if signals is not None else WorkerSignals() as signals:
         try:
             while max_trials is None or summary.ran < max_trials:
                 if signals.stop:
