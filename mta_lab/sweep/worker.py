@@ -321,10 +321,10 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, signals: WorkerSignals, console
         console.print(f"[red]{label}: failed[/] {reason}", highlight=False)
         return
     except BaseException:  # Ctrl-C / SIGTERM / SIGUSR2 (Lightning turns KeyboardInterrupt into SystemExit)
-        _interrupted(sweep, trial, run_dirs, summary, signals.name)
+        _interrupted(sweep, trial, run_dirs, summary, signals.name, console, label)
         raise KeyboardInterrupt from None
     if len(values) < len(seeds):  # stopped between the seeds of an HPO trial
-        _interrupted(sweep, trial, run_dirs, summary, signals.name)
+        _interrupted(sweep, trial, run_dirs, summary, signals.name, console, label)
         return
     value = statistics.median(values) if spec.aggregate == "median" else statistics.fmean(values)
     if spec.record:
@@ -335,7 +335,7 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, signals: WorkerSignals, console
 
 
 def _interrupted(sweep: Sweep, trial: optuna.Trial, run_dirs: list[str], summary: WorkerSummary,
-                 signal_name: str) -> None:
+                 signal_name: str, console: Console, label: str) -> None:
     why = WHY.get(signal_name, signal_name or "Ctrl-C")
     reason = f"interrupted ({why}); requeued, the next attempt resumes from its last checkpoint"
     trial.set_user_attr(FAILURE, reason)
@@ -345,6 +345,7 @@ def _interrupted(sweep: Sweep, trial: optuna.Trial, run_dirs: list[str], summary
     sweep.study.tell(trial, state=TrialState.FAIL)
     requeue(sweep.study, sweep.study._storage.get_trial(trial._trial_id), retry=False)
     summary.interrupted.append(trial.number)
+    console.print(f"[yellow]{label}: {reason}[/]", highlight=False)
 
 
 def run_worker(spec: SweepSpec | str | Path, *, sweep_dir: str | Path | None = None, max_trials: int | None = None,
