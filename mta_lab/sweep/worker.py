@@ -60,8 +60,18 @@ def superseded(trials: list[FrozenTrial]) -> set[int]:
 
 
 def failures(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """Failed trials that count against max_failures (interrupted ones do not)."""
-    return [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get(FAILURE_KIND) != "interrupted"]
+    """Failed trials that count against max_failures: not interrupted ones, nor attempts put back in the queue for
+    a retry (a worker that died: its retry's outcome counts instead)."""
+    gone = superseded(trials)
+    return [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get(FAILURE_KIND) != "interrupted"
+            and t.number not in gone]
+
+
+def retried(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Failed attempts (not interrupted) whose variant/seed or params went back in the queue as a retry."""
+    gone = superseded(trials)
+    return [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get(FAILURE_KIND) != "interrupted"
+            and t.number in gone]
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial, *, retry: bool) -> bool:

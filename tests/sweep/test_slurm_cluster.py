@@ -244,17 +244,13 @@ def test_a_time_limit_mid_trial_requeues_it_and_the_next_job_resumes_it(tmp_path
 
 
 def test_kill_9_of_a_worker_mid_trial_is_recovered_by_the_other_worker(tmp_path, data_cache):
-    path = _sweep_file(tmp_path, data_cache, "slurm_kill", steps=300, variants=2)
+    path = _sweep_file(tmp_path, data_cache, "slurm_kill", steps=300, variants=2, ckpt_every=50)
     spec, sweep_dir = SweepSpec.load(path), tmp_path / "sweep"
     _cli("create", str(path), "--dir", str(sweep_dir))
     profile = _profile(tmp_path, MTA_SWEEP_HEARTBEAT_S="1", MTA_SWEEP_GRACE_S="5")
     jobs = _submit(path, sweep_dir, profile, workers=2)
 
-    def training():
-        running = [t for t in _trials(spec, sweep_dir) if t.state == TrialState.RUNNING and "mta.pid" in t.user_attrs]
-        return running if len(running) == 2 else None
-
-    victim = wait_for(training, 180, "both workers training")[0]
+    victim = wait_for(lambda: _training(spec, sweep_dir, 2), 180, "both workers training")[0]
     os.kill(int(victim.user_attrs["mta.pid"]), signal.SIGKILL)
     wait_for(lambda: not _queued(jobs), 300, f"jobs {jobs} to end")
 
@@ -263,7 +259,8 @@ def test_kill_9_of_a_worker_mid_trial_is_recovered_by_the_other_worker(tmp_path,
     assert dead.number == victim.number and dead.user_attrs[FAILURE_KIND] == "died", dead.user_attrs
     sweep = open_sweep(spec, sweep_dir)
     statuses = sorted(r.info.status for r in _runs(sweep) if r.data.tags.get("mta.role") != "sweep")
-    assert statuses == ["FAILED", "FINISHED", "FINISHED"]
+    assert statuses == ["FAILED", "FINISHED", "FINISHED"], statuses
+    assert "worker died" in _run_of(sweep, dead).data.tags["mta.failure_reason"]
     print(_status(path, sweep_dir))
 
 
