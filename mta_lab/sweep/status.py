@@ -16,7 +16,7 @@ from rich.table import Table
 
 from mta_lab.sweep.storage import grace_s, heartbeat_age_s, heartbeat_file
 from mta_lab.sweep.study import Sweep
-from mta_lab.sweep.worker import FAILURE, FAILURE_KIND, failures, hpo_started, requeue
+from mta_lab.sweep.worker import FAILURE, FAILURE_KIND, failures, hpo_started, requeue, retried
 
 STATES = (("complete", TrialState.COMPLETE), ("running", TrialState.RUNNING), ("waiting", TrialState.WAITING),
           ("failed", TrialState.FAIL), ("pruned", TrialState.PRUNED))
@@ -224,6 +224,13 @@ def render_status(sweep: Sweep, console: Console) -> None:
     if failed:
         console.print(f"[red]{len(failed)} failed[/] (max_failures={spec.max_failures}):")
         for t in failed[-5:]:
+            console.print(f"  trial {t.number} ({t.user_attrs.get('variant', t.params)}): "
+                          f"{t.user_attrs.get(FAILURE, 'worker died (heartbeat)')}", highlight=False)
+    again = retried(trials)
+    if again:
+        console.print(f"[yellow]{len(again)} retried[/] (not counted against max_failures; max_retries="
+                      f"{spec.max_retries}):")
+        for t in again[-5:]:
             console.print(f"  trial {t.number} ({t.user_attrs.get('variant', t.params)}): "
                           f"{t.user_attrs.get(FAILURE, 'worker died (heartbeat)')}", highlight=False)
     eta = eta_s(sweep)

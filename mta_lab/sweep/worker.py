@@ -60,8 +60,18 @@ def superseded(trials: list[FrozenTrial]) -> set[int]:
 
 
 def failures(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """Failed trials that count against max_failures (interrupted ones do not)."""
-    return [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get(FAILURE_KIND) != "interrupted"]
+    """Failed trials that count against max_failures: not interrupted ones, nor attempts put back in the queue for
+    a retry (a worker that died: its retry's outcome counts instead)."""
+    gone = superseded(trials)
+    return [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get(FAILURE_KIND) != "interrupted"
+            and t.number not in gone]
+
+
+def retried(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Failed attempts (not interrupted) whose variant/seed or params went back in the queue as a retry."""
+    gone = superseded(trials)
+    return [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get(FAILURE_KIND) != "interrupted"
+            and t.number in gone]
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial, *, retry: bool) -> bool:
@@ -321,10 +331,10 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, signals: WorkerSignals, console
         console.print(f"[red]{label}: failed[/] {reason}", highlight=False)
         return
     except BaseException:  # Ctrl-C / SIGTERM / SIGUSR2 (Lightning turns KeyboardInterrupt into SystemExit)
-        _interrupted(sweep, trial, run_dirs, summary, signals.name)
+        _interrupted(sweep, trial, run_dirs, summary, signals.name, console, label)
         raise KeyboardInterrupt from None
     if len(values) < len(seeds):  # stopped between the seeds of an HPO trial
-        _interrupted(sweep, trial, run_dirs, summary, signals.name)
+        _interrupted(sweep, trial, run_dirs, summary, signals.name, console, label)
         return
     value = statistics.median(values) if spec.aggregate == "median" else statistics.fmean(values)
     if spec.record:
@@ -335,7 +345,7 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, signals: WorkerSignals, console
 
 
 def _interrupted(sweep: Sweep, trial: optuna.Trial, run_dirs: list[str], summary: WorkerSummary,
-                 signal_name: str) -> None:
+                 signal_name: str, console: Console, label: str) -> None:
     why = WHY.get(signal_name, signal_name or "Ctrl-C")
     reason = f"interrupted ({why}); requeued, the next attempt resumes from its last checkpoint"
     trial.set_user_attr(FAILURE, reason)
@@ -345,6 +355,7 @@ def _interrupted(sweep: Sweep, trial: optuna.Trial, run_dirs: list[str], summary
     sweep.study.tell(trial, state=TrialState.FAIL)
     requeue(sweep.study, sweep.study._storage.get_trial(trial._trial_id), retry=False)
     summary.interrupted.append(trial.number)
+    console.print(f"[yellow]{label}: {reason}[/]", highlight=False)
 
 
 def run_worker(spec: SweepSpec | str | Path, *, sweep_dir: str | Path | None = None, max_trials: int | None = None,

@@ -162,20 +162,72 @@ def test_a_sweep_runs_to_the_end_on_slurm_and_a_second_submit_is_refused(tmp_pat
     assert len(list(sweep_dir.glob("submitit/.submission_file_*"))) == 1  # nothing more reached sbatch
 
 
+def _training(spec: SweepSpec, sweep_dir: Path, n: int = 1):
+    """The RUNNING trials, once `n` of them train: worker recorded, first step checkpoint written (so the attempt
+    has an MLflow run and something to resume from); None before."""
+    from mta_lab.train.checkpoints import latest_checkpoint
+
+    running = [t for t in _trials(spec, sweep_dir) if t.state == TrialState.RUNNING and "mta.pid" in t.user_attrs
+               and any(latest_checkpoint(d) for d in t.user_attrs.get("mta.run_dirs", ()))]
+    return running if len(running) >= n else None
+
+
+def _run_of(sweep, trial) -> object:
+    """The MLflow run of a trial's (single-seed) run directory."""
+    run_id = (Path(trial.user_attrs["mta.run_dirs"][-1]) / "mlflow_run_id").read_text().strip()
+    return next(r for r in _runs(sweep) if r.info.run_id == run_id)
+
+
+def _assert_interrupted(spec: SweepSpec, sweep_dir: Path, trial_number: int, why: str) -> None:
+    """The attempt `trial_number` was interrupted (not failed) with `why` in its reason, its MLflow run KILLED with
+    that reason and a history line, its variant/seed back in the queue."""
+    trials = {t.number: t for t in _trials(spec, sweep_dir)}
+    cut = trials[trial_number]
+    assert cut.state == TrialState.FAIL, (cut.state, _log(sweep_dir))
+    assert cut.user_attrs[FAILURE_KIND] == "interrupted" and why in cut.user_attrs[FAILURE], cut.user_attrs
+    run = _run_of(open_sweep(spec, sweep_dir), cut)
+    assert run.info.status == "KILLED" and why in run.data.tags["mta.failure_reason"], (run.info, run.data.tags)
+    assert "KILLED" in run.data.tags["mta.interruptions"], run.data.tags
+    assert [t for t in trials.values() if t.system_attrs.get("mta.requeued_from") == trial_number]
+
+
+def _checkpoint_steps(trial) -> list[int]:
+    from mta_lab.train.checkpoints import list_checkpoints
+
+    return [step for step, _ in list_checkpoints(trial.user_attrs["mta.run_dirs"][-1])]
+
+
+def _assert_trained_once(sweep, run, interrupted_after: int) -> None:
+    """The run resumed past step `interrupted_after` (its checkpoint when it was cut): every logged train step
+    appears once in its MLflow history, up to the last step (a restart from step 0 would log steps twice)."""
+    from mlflow.tracking import MlflowClient
+
+    steps = [m.step for m in MlflowClient(sweep.tracking_uri).get_metric_history(run.info.run_id, "train/loss")]
+    assert interrupted_after > 0 and len(steps) == len(set(steps)), steps
+    assert max(steps) >= run.data.metrics["final/steps"] - 10, (max(steps), run.data.metrics)  # log_every=10
+
+
 def test_a_time_limit_mid_trial_requeues_it_and_the_next_job_resumes_it(tmp_path, data_cache):
-    """A 2-minute job limit: submitit's --signal=USR2@90 arrives mid-trial; the trial is interrupted (not failed),
-    its MLflow run KILLED, and a second submit finishes it from its checkpoint, in the same run."""
-    path = _sweep_file(tmp_path, data_cache, "slurm_time", steps=1200, variants=1, ckpt_every=40)
+    """The job's time limit comes mid-trial: submitit's `--signal=USR2@90` reaches the worker, the trial is
+    interrupted (not failed), its MLflow run KILLED with the reason, the job ends; a second submit finishes it from
+    its newest checkpoint, in the same MLflow run. The limit is lowered (`scontrol update TimeLimit`) once the
+    trial trains, so that the signal comes mid-trial however fast this machine is: SLURM sends it at its next
+    time-limit check (every 30 s) once 90 s + 30 s or less are left."""
+    path = _sweep_file(tmp_path, data_cache, "slurm_time", steps=1500, variants=1, ckpt_every=50)
     spec, sweep_dir = SweepSpec.load(path), tmp_path / "sweep"
     _cli("create", str(path), "--dir", str(sweep_dir))
-    jobs = _submit(path, sweep_dir, _profile(tmp_path, timeout_min=2), workers=1)
-    wait_for(lambda: not _queued(jobs), 200, f"job {jobs} to reach its time limit")
+    jobs = _submit(path, sweep_dir, _profile(tmp_path, timeout_min=10), workers=1)
+    (trial,) = wait_for(lambda: _training(spec, sweep_dir), 180, "the trial to train")
+    elapsed = subprocess.run(["squeue", "-h", "-j", jobs[0], "-o", "%M"], capture_output=True, text=True,
+                             timeout=20, check=True).stdout.strip()  # [H:]M:SS
+    minutes = int(elapsed.split(":")[-2]) + 60 * int(elapsed.split(":")[0]) * (elapsed.count(":") == 2)
+    subprocess.run(["scontrol", "update", f"JobId={jobs[0]}", f"TimeLimit={minutes + 2}"], check=True, timeout=20)
+    wait_for(lambda: not _queued(jobs), 150, f"job {jobs} to stop at its time limit's signal")
 
-    trials = _trials(spec, sweep_dir)
-    (cut,) = [t for t in trials if t.state == TrialState.FAIL]
-    assert cut.user_attrs[FAILURE_KIND] == "interrupted" and "SIGUSR2" in cut.user_attrs[FAILURE], _log(sweep_dir)
+    _assert_interrupted(spec, sweep_dir, trial.number, "SIGUSR2")
     assert counts(open_sweep(spec, sweep_dir))["waiting"] == 1
     print(_status(path, sweep_dir))
+    done_before = max(_checkpoint_steps(trial))
 
     more = _submit(path, sweep_dir, _profile(tmp_path, timeout_min=10), workers=1)
     wait_for(lambda: not _queued(more), 300, f"job {more} to finish the trial")
@@ -183,24 +235,22 @@ def test_a_time_limit_mid_trial_requeues_it_and_the_next_job_resumes_it(tmp_path
     _assert_done_once(spec, sweep_dir)
     sweep = open_sweep(spec, sweep_dir)
     (run,) = [r for r in _runs(sweep) if r.data.tags.get("mta.role") != "sweep"]  # resumed: the same run
-    assert run.info.status == "FINISHED" and "KILLED" in run.data.tags["mta.interruptions"]
+    assert run.info.status == "FINISHED" and "KILLED" in run.data.tags["mta.interruptions"], run.data.tags
+    assert "mta.failure_reason" not in run.data.tags  # a finished run drops the failure tags, keeps the history
+    _assert_trained_once(sweep, run, done_before)
     n = counts(sweep)
     assert (n["complete"], n["interrupted"], n["failed"]) == (1, 1, 0)
     print(_status(path, sweep_dir))
 
 
 def test_kill_9_of_a_worker_mid_trial_is_recovered_by_the_other_worker(tmp_path, data_cache):
-    path = _sweep_file(tmp_path, data_cache, "slurm_kill", steps=300, variants=2)
+    path = _sweep_file(tmp_path, data_cache, "slurm_kill", steps=300, variants=2, ckpt_every=50)
     spec, sweep_dir = SweepSpec.load(path), tmp_path / "sweep"
     _cli("create", str(path), "--dir", str(sweep_dir))
     profile = _profile(tmp_path, MTA_SWEEP_HEARTBEAT_S="1", MTA_SWEEP_GRACE_S="5")
     jobs = _submit(path, sweep_dir, profile, workers=2)
 
-    def training():
-        running = [t for t in _trials(spec, sweep_dir) if t.state == TrialState.RUNNING and "mta.pid" in t.user_attrs]
-        return running if len(running) == 2 else None
-
-    victim = wait_for(training, 180, "both workers training")[0]
+    victim = wait_for(lambda: _training(spec, sweep_dir, 2), 180, "both workers training")[0]
     os.kill(int(victim.user_attrs["mta.pid"]), signal.SIGKILL)
     wait_for(lambda: not _queued(jobs), 300, f"jobs {jobs} to end")
 
@@ -209,7 +259,8 @@ def test_kill_9_of_a_worker_mid_trial_is_recovered_by_the_other_worker(tmp_path,
     assert dead.number == victim.number and dead.user_attrs[FAILURE_KIND] == "died", dead.user_attrs
     sweep = open_sweep(spec, sweep_dir)
     statuses = sorted(r.info.status for r in _runs(sweep) if r.data.tags.get("mta.role") != "sweep")
-    assert statuses == ["FAILED", "FINISHED", "FINISHED"]
+    assert statuses == ["FAILED", "FINISHED", "FINISHED"], statuses
+    assert "worker died" in _run_of(sweep, dead).data.tags["mta.failure_reason"]
     print(_status(path, sweep_dir))
 
 
