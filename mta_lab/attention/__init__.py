@@ -1,6 +1,6 @@
 """The attention library: one validated spec, the reference op, its backends, the layers and their decoding cache."""
 
-from mta_lab.attention.decoding import DecodeCache, LayerCache
+from mta_lab.attention.decoding import DecodeCache, LayerCache, StaticLayerCache
 from mta_lab.attention.layers import (
     AttentionBase,
     DiffAttention,
@@ -20,6 +20,7 @@ __all__ = [
     "DecodeCache",
     "DiffAttention",
     "LayerCache",
+    "StaticLayerCache",
     "MultiTokenAttention",
     "SoftmaxAttention",
     "SpecError",

@@ -16,6 +16,11 @@ probability rows gain one column per token), so the cache grows linearly in T. A
 a filled one for new tokens; a model hands each layer its entry of a `DecodeCache`. The row helpers below are the
 cached path's pieces of the op: the causal mask, the key-query convolution and the softmax, restricted to the
 new query rows.
+
+`StaticLayerCache` holds the same state in tensors of a fixed capacity that never change shape or address, and
+its position also as a device tensor (`offset`): a decoding step over it reads and writes the same memory every
+time, so it can be captured once as a CUDA graph and replayed (`mta_lab/model/generate.py`). Keys beyond the
+filled length are zero and never seen: the causal mask already hides every key after a query's own position.
 """
 
 from __future__ import annotations
@@ -45,10 +50,26 @@ class LayerCache:
         """Tokens seen so far (T)."""
         return 0 if self.keys is None else self.keys.shape[2]
 
+    @property
+    def offset(self) -> int | Tensor:
+        """The position of the next token: `length`, as an int here (a device tensor in `StaticLayerCache`)."""
+        return self.length
+
+    def store(self, keys: Tensor, values: Tensor) -> None:
+        """Fill an empty cache with a prompt's keys (after RoPE) and values (B, h, T, ·)."""
+        self.keys, self.values = keys, values
+
     def append(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
         """Append new keys (after RoPE) and values (B, h, n, ·) to a filled cache; the whole cached keys and values."""
         self.keys, self.values = torch.cat((self.keys, keys), dim=2), torch.cat((self.values, values), dim=2)
         return self.keys, self.values
+
+    def set_window(self, name: str, rows: Tensor) -> None:
+        """Replace the query or probability window ("queries", "probs") by `rows` (a copy)."""
+        setattr(self, name, rows.clone())
+
+    def advance_host(self, n: int) -> None:
+        """Nothing to do: a growing cache's length is its tensors' (see `StaticLayerCache`)."""
 
     def tensors(self) -> dict[str, Tensor]:
         return {name: t for name in ("keys", "values", "queries", "probs") if (t := getattr(self, name)) is not None}
@@ -60,6 +81,67 @@ class LayerCache:
         return sum(t.numel() * t.element_size() for t in self.tensors().values())
 
 
+class StaticLayerCache(LayerCache):
+    """A `LayerCache` of at most `capacity` tokens in tensors allocated once: keys and values (B, h, capacity, ·)
+    filled up to `length`, probability rows (B, h, c_q' - 1, capacity); `offset` is the position as an int64
+    device tensor of shape (1,), advanced on the device by `append`, so a captured step stays right on replay.
+    `length` (a host int) follows it for the calls that run on the host; `advance_host` moves it alone after a
+    replayed step (whose `append` ran on the device only)."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        if capacity < 1:
+            raise ValueError(f"capacity={capacity}: a static cache holds at least one token")
+        self.capacity = capacity
+        self.filled = 0
+        self.position: Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return self.filled
+
+    @property
+    def offset(self) -> int | Tensor:
+        """A copy of the device position (`append` advances the original in place)."""
+        return self.position.clone() if self.position is not None else 0
+
+    def _room(self, n: int) -> None:
+        if self.filled + n > self.capacity:
+            raise ValueError(f"{self.filled} + {n} tokens exceed the static cache's capacity of {self.capacity}: "
+                             "make the cache with a larger capacity")
+
+    def store(self, keys: Tensor, values: Tensor) -> None:
+        b, h, t, _ = keys.shape
+        self._room(t)
+        self.keys = keys.new_zeros(b, h, self.capacity, keys.shape[-1])
+        self.values = values.new_zeros(b, h, self.capacity, values.shape[-1])
+        self.keys[:, :, :t], self.values[:, :, :t] = keys, values
+        self.filled = t
+        self.position = torch.full((1,), t, dtype=torch.long, device=keys.device)
+
+    def append(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+        n = keys.shape[2]
+        self._room(n)
+        index = self.position + torch.arange(n, device=keys.device)
+        self.keys.index_copy_(2, index, keys.to(self.keys.dtype))
+        self.values.index_copy_(2, index, values.to(self.values.dtype))
+        self.position += n
+        self.filled += n
+        return self.keys, self.values
+
+    def advance_host(self, n: int) -> None:
+        self.filled += n
+
+    def set_window(self, name: str, rows: Tensor) -> None:
+        if name == "probs" and rows.shape[-1] < self.capacity:  # a prompt's rows: pad to the capacity's columns
+            rows = F.pad(rows, (0, self.capacity - rows.shape[-1]))
+        window = getattr(self, name)
+        if window is None:
+            setattr(self, name, rows.clone())
+        else:
+            window.copy_(rows)
+
+
 @dataclass
 class DecodeCache:
     """A whole model's cache: one `LayerCache` per layer, all at the same length."""
@@ -67,12 +149,23 @@ class DecodeCache:
     layers: list[LayerCache] = field(default_factory=list)
 
     @classmethod
-    def empty(cls, n_layers: int) -> DecodeCache:
-        return cls([LayerCache() for _ in range(n_layers)])
+    def empty(cls, n_layers: int, capacity: int | None = None) -> DecodeCache:
+        """Growing layer caches, or with a capacity `StaticLayerCache`s of that many tokens."""
+        return cls([LayerCache() if capacity is None else StaticLayerCache(capacity) for _ in range(n_layers)])
 
     @property
     def length(self) -> int:
         return self.layers[0].length if self.layers else 0
+
+    @property
+    def offset(self) -> int | Tensor:
+        """The next token's position: an int, or a device tensor for static caches (what RoPE tables read)."""
+        return self.layers[0].offset if self.layers else 0
+
+    def advance_host(self, n: int) -> None:
+        """After a replayed CUDA-graph step: move the host-side lengths of static caches by n tokens."""
+        for layer in self.layers:
+            layer.advance_host(n)
 
     @property
     def batch_size(self) -> int | None:
@@ -86,9 +179,10 @@ class DecodeCache:
         return sum(layer.nbytes() for layer in self.layers)
 
 
-def visible(row0: int, n_rows: int, n_keys: int, device: torch.device) -> Tensor:
-    """(n_rows, n_keys) mask, True where key j may be seen from absolute query row row0 + i (j <= row0 + i)."""
-    rows = torch.arange(row0, row0 + n_rows, device=device).unsqueeze(1)
+def visible(row0: int | Tensor, n_rows: int, n_keys: int, device: torch.device) -> Tensor:
+    """(n_rows, n_keys) mask, True where key j may be seen from absolute query row row0 + i (j <= row0 + i);
+    row0 an int or a (1,) device tensor (a static cache's offset)."""
+    rows = (torch.arange(n_rows, device=device) + row0).unsqueeze(1)
     return torch.arange(n_keys, device=device).unsqueeze(0) <= rows
 
 
@@ -107,7 +201,7 @@ def last_rows(x: Tensor, m: int) -> Tensor:
     return F.pad(x, (0, 0, m - t, 0)) if t < m else x[:, :, t - m:].clone()
 
 
-def softmax_rows(q: Tensor, keys: Tensor, values: Tensor, pos: int) -> Tensor:
+def softmax_rows(q: Tensor, keys: Tensor, values: Tensor, pos: int | Tensor) -> Tensor:
     """Causal softmax attention of query rows pos .. pos + n - 1 (after RoPE) over all cached keys."""
     work = work_dtype(q.dtype)
     scores = q.to(work) @ keys.to(work).transpose(-2, -1) / math.sqrt(q.shape[-1])

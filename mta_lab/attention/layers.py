@@ -85,7 +85,7 @@ class AttentionBase(nn.Module):
         h = self.op_heads
         q, k, v = (proj(x).view(b, t, h, -1).transpose(1, 2) for proj in (self.wq, self.wk, self.wv))
         if rope is None:
-            offset = cache.length if cache is not None else 0
+            offset = cache.offset if cache is not None else 0
             rope = rope_tables(t, self.rope_dim, self.rope_theta, x.device, offset=offset)
         cos, sin = rope
         if cache is None:
@@ -103,14 +103,15 @@ class AttentionBase(nn.Module):
     # ------------------------------------------------------------------ with a decoding cache (eval)
     def fill_cache(self, q: Tensor, k: Tensor, v: Tensor, cos: Tensor, sin: Tensor, cache: LayerCache) -> None:
         """Store what decoding needs after a full forward over positions 0 .. T - 1 (q, k, v before RoPE)."""
-        cache.keys, cache.values = apply_rope(k, cos, sin), v
+        cache.store(apply_rope(k, cos, sin), v)
 
     def attend_cached(self, q: Tensor, k: Tensor, v: Tensor, cos: Tensor, sin: Tensor,
                       cache: LayerCache) -> Tensor:
         """Like `attend`, for new query rows only: q, k, v (B, h, n, ·) of positions cache.length + 0 .. n - 1."""
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        pos = cache.offset
         keys, values = cache.append(k, v)
-        return softmax_rows(q, keys, values, keys.shape[2] - q.shape[2])
+        return softmax_rows(q, keys, values, pos)
 
     @property
     def dropout_p(self) -> float:
@@ -206,7 +207,7 @@ class MultiTokenAttention(AttentionBase):
     def _c_post(self) -> int:
         return self.kq_post.shape[1] if self.kq_post is not None else 1
 
-    def _step4_rows(self, q_win: Tensor, pos: int, keys: Tensor) -> Tensor:
+    def _step4_rows(self, q_win: Tensor, pos: int | Tensor, keys: Tensor) -> Tensor:
         """Softmax probabilities (steps 1-4) of query rows pos .. pos + n - 1 against keys 0 .. T - 1.
 
         q_win (B, h, c_q - 1 + n, d), work dtype: the query rows pos - (c_q - 1) .. pos + n - 1 after RoPE, rows
@@ -225,23 +226,23 @@ class MultiTokenAttention(AttentionBase):
 
     def fill_cache(self, q, k, v, cos, sin, cache):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        cache.keys, cache.values = k, v
+        cache.store(k, v)
         t = q.shape[2]
         c_pre, c_post = self._c_pre, self._c_post
         if c_pre > 1:
-            cache.queries = last_rows(q, c_pre - 1)
+            cache.set_window("queries", last_rows(q, c_pre - 1))
         if c_post > 1:  # step-4 rows of the last c_post - 1 positions (at most c_pre + c_post - 2 query rows)
             m = min(c_post - 1, t)
             work = work_dtype(q.dtype)
             q_win = last_rows(q, m + c_pre - 1).to(work)
             probs = self._step4_rows(q_win, t - m, k.to(work))
-            cache.probs = F.pad(probs, (0, 0, c_post - 1 - m, 0))
+            cache.set_window("probs", F.pad(probs, (0, 0, c_post - 1 - m, 0)))
 
     def attend_cached(self, q, k, v, cos, sin, cache):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        pos = cache.offset  # an int, or a static cache's device tensor
         keys, values = cache.append(k, v)
-        n, t = q.shape[2], keys.shape[2]
-        pos = t - n
+        n, t = q.shape[2], keys.shape[2]  # t: the cached keys (a static cache's capacity; later keys are masked)
         if not self.mixes_scores:  # plain causal attention (the full path's SDPA)
             return self._norm_and_gate(softmax_rows(q, keys, values, pos))
         work = work_dtype(q.dtype)
@@ -249,13 +250,13 @@ class MultiTokenAttention(AttentionBase):
         q_win = q
         if c_pre > 1:  # the c_pre - 1 query rows above the new ones
             q_win = torch.cat((cache.queries, q), dim=2)
-            cache.queries = q_win[:, :, -(c_pre - 1):].clone()
+            cache.set_window("queries", q_win[:, :, -(c_pre - 1):])
         probs = self._step4_rows(q_win.to(work), pos, keys.to(work))  # (B, h, n, T)
         if self.kq_post is not None:  # step 5: rows pos - (c_post - 1) .. pos + n - 1 of A, conv, re-zero
             win = probs
             if c_post > 1:
                 win = torch.cat((F.pad(cache.probs, (0, t - cache.probs.shape[-1])), probs), dim=2)
-                cache.probs = win[:, :, -(c_post - 1):].clone()
+                cache.set_window("probs", win[:, :, -(c_post - 1):])
             probs = kq_conv_rows(win, self.kq_post, self.spec.pad_key)
             probs = probs.masked_fill(~visible(pos, n, t, q.device), 0.0)
         if self.head_post is not None:  # step 6
@@ -338,14 +339,14 @@ class DiffAttention(AttentionBase):
         return torch.cat([apply_rope(part, cos, sin) for part in x.split(self.head_dim, dim=-1)], dim=-1)
 
     def fill_cache(self, q, k, v, cos, sin, cache):
-        cache.keys, cache.values = self._rope_halves(k, cos, sin), v
+        cache.store(self._rope_halves(k, cos, sin), v)
 
     def attend_cached(self, q, k, v, cos, sin, cache):
         d = self.head_dim
+        pos = cache.offset
         keys, values = cache.append(self._rope_halves(k, cos, sin), v)
         q1, q2 = self._rope_halves(q, cos, sin).split(d, dim=-1)
         k1, k2 = keys.split(d, dim=-1)
-        pos = keys.shape[2] - q.shape[2]
         out1 = softmax_rows(q1, k1, values, pos)
         out2 = softmax_rows(q2, k2, values, pos)
         out = out1 - self.lambda_full().to(out2.dtype) * out2

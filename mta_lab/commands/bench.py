@@ -1,6 +1,6 @@
-"""`mta-lab bench train|attention|rewrite ...`: model-level throughput, MFU and memory, and the op benchmark, written
-under reports/bench/; `bench tune-triton|conv-parts|profile`: the GPU kernel tools (tile search, conv pieces, one
-profiled training step)."""
+"""`mta-lab bench train|attention|decode|rewrite ...`: model-level throughput, MFU and memory, the op benchmark and
+decoding speed, written under reports/bench/; `bench tune-triton|conv-parts|profile`: the GPU kernel tools (tile
+search, conv pieces, one profiled training step)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,13 @@ ATTENTION_DEFAULTS = {"configs": "kq_pre,talking_heads,paper", "seq_lens": "1024
                       "iters": 10, "out": "reports/bench", "tag": None, "device": "auto", "plot": True}
 
 
+DECODE_USAGE = ("model=880m attention=transformer,mta,talking_heads (PRESET@BACKEND pins a backend) "
+                "[contexts=2048,8192] [batches=1,16] [new_tokens=32] [modes=eager,graph] [out=reports/bench] "
+                "[tag=NAME]")
+DECODE_DEFAULTS = {"model": "tiny", "attention": "transformer,mta", "contexts": "128", "batches": "1",
+                   "new_tokens": 16, "modes": "eager,graph", "out": "reports/bench", "tag": None}
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("bench", help="benchmarks: training throughput / MFU / memory (results in reports/bench)")
     kinds = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
@@ -44,6 +51,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                  "over the sequence lengths, with ratios to SDPA and the error against eager.")
     attention.add_argument("options", nargs="*", metavar="KEY=VALUE", help=ATTENTION_USAGE)
     attention.set_defaults(handler=run_attention)
+    decode = kinds.add_parser("decode", help="prefill ms and ms per new token, eager vs CUDA-graph decoding",
+                              description=f"mta-lab bench decode {DECODE_USAGE}. Greedy decoding of random prompts "
+                              "by random-weight models (bf16 on GPU); modes: eager (growing cache) and graph (static "
+                              "cache, one CUDA graph replayed per token; CUDA only). Ratios to the Transformer of the "
+                              "same model, mode, batch and context.")
+    decode.add_argument("options", nargs="*", metavar="KEY=VALUE", help=DECODE_USAGE)
+    decode.set_defaults(handler=run_decode)
     rewrite = kinds.add_parser("rewrite", help="rewrite a bench attention report (table, goals, plot) from its JSON",
                                description="mta-lab bench rewrite FILE.json [...]: rewrites FILE.md and FILE.png "
                                "beside each saved `bench attention` JSON, e.g. one a time limit cut short (its "
@@ -145,6 +159,64 @@ def run_train(args: argparse.Namespace) -> int:
                 path = write_report(results, Path(options["out"]), tag=tag, command=command, settings=options)
                 progress.advance(task)
     console.print(markdown_table(results))
+    console.print(f"written: {path} and {path.with_suffix('.json')}")
+    return 0
+
+
+def parse_decode_options(items: list[str]) -> dict:
+    """`bench decode`'s options, checked: names known, lists of positive integers, modes eager/graph."""
+    from mta_lab.bench.decode_bench import MODES
+    from mta_lab.bench.train_bench import attention_spec
+    from mta_lab.model.config import load_model_preset
+
+    options = parse_key_values(items, DECODE_DEFAULTS, usage=DECODE_USAGE,
+                               raw_keys=("model", "attention", "contexts", "batches", "modes", "out", "tag"))
+    for key in ("model", "attention", "modes"):
+        options[key] = [v.strip() for v in str(options[key]).split(",")]
+    for key in ("contexts", "batches"):
+        values = [v.strip() for v in str(options[key]).split(",")]
+        if not all(v.isdigit() and int(v) > 0 for v in values):
+            raise UsageError(f"{key}={options[key]!r}: expected a comma-separated list of positive integers")
+        options[key] = [int(v) for v in values]
+    if isinstance(options["new_tokens"], bool) or not isinstance(options["new_tokens"], int) \
+            or options["new_tokens"] < 1:
+        raise UsageError(f"new_tokens={options['new_tokens']!r}: expected a positive integer")
+    unknown = [m for m in options["modes"] if m not in MODES]
+    if unknown:
+        raise UsageError(f"modes: unknown {', '.join(map(repr, unknown))}; use some of {', '.join(MODES)}")
+    for name in options["model"]:
+        load_model_preset(name)  # unknown names fail before any work
+    for name in options["attention"]:
+        attention_spec(name)
+    return options
+
+
+def run_decode(args: argparse.Namespace) -> int:
+    from mta_lab.bench.decode_bench import bench_one, build, markdown_table, write_report
+    from mta_lab.bench.train_bench import default_device
+
+    options = parse_decode_options(args.options)
+    device = default_device()
+    console = Console()
+    tag = options["tag"] or f"decode-{device.type}-{time.strftime('%Y%m%d-%H%M%S')}"
+    command = "mta-lab bench decode " + " ".join(shlex.quote(a) for a in args.options)
+    settings = [(b, c, mode) for b in options["batches"] for c in options["contexts"] for mode in options["modes"]]
+    max_len = max(options["contexts"]) + 2 * options["new_tokens"]
+    results = []
+    with Progress(console=console) as progress:
+        total = len(options["model"]) * len(options["attention"]) * len(settings)
+        task = progress.add_task("bench decode", total=total)
+        for name in options["model"]:
+            for attention in options["attention"]:  # one model per preset, every setting on it
+                model = build(name, attention, max_len=max_len, device=device)
+                for batch, context, mode in settings:
+                    progress.update(task, description=f"{name} / {attention} / {mode} / {batch} x {context}")
+                    results.append(bench_one(model, name, attention, mode=mode, batch_size=batch, context=context,
+                                             new_tokens=options["new_tokens"]))
+                    path = write_report(results, Path(options["out"]), tag=tag, command=command, settings=options)
+                    progress.advance(task)
+                del model
+    console.print(markdown_table(results), markup=False, highlight=False, soft_wrap=True)
     console.print(f"written: {path} and {path.with_suffix('.json')}")
     return 0
 

@@ -3,6 +3,10 @@
 The prompt goes through the normal full forward once, with an empty cache that it fills (`model(prompt, cache)`);
 every new token then costs one `model(token, cache)`: O(T) attention work per layer, not a recomputation of the
 whole T×T attention. `use_cache=False` recomputes the full forward for every token instead (a reference, O(T²)).
+
+On CUDA (`graph="auto"`) the cache is static (`StaticLayerCache`: sized for prompt + new tokens, position on the
+device) and the one-token step is captured once as a CUDA graph (`GraphStep`) and replayed for every later token:
+a decoding step is hundreds of small kernels whose launches, not the GPU, bound it in eager mode.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from mta_lab.attention.decoding import DecodeCache, StaticLayerCache
 from mta_lab.errors import UsageError
 from mta_lab.model.transformer import Transformer
 
@@ -56,15 +61,60 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class GraphStep:
+    """`model(tokens, cache)` for one new token per sequence over a static cache, as a CUDA graph.
+
+    The first `warmup` calls run eagerly on a side stream (CUDA graphs need their libraries' lazy set-up done
+    before capture); the next is captured and replayed, and every later one only replays: the new tokens are
+    copied into the graph's input, the logits come back in its output tensor (overwritten by the next call).
+    Each call is a real decoding step: warm-up and capture steps extend the cache like the replays.
+    """
+
+    def __init__(self, model: Transformer, cache: DecodeCache, *, warmup: int = 2) -> None:
+        if not all(isinstance(layer, StaticLayerCache) for layer in cache.layers):
+            raise ValueError("GraphStep needs a static cache: model.new_cache(capacity=...)")
+        self.model, self.cache, self.warmup = model, cache, warmup
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.tokens: Tensor | None = None
+        self.logits: Tensor | None = None
+        self.stream = torch.cuda.Stream()
+
+    def __call__(self, tokens: Tensor) -> Tensor:
+        if self.graph is not None:
+            room = self.cache.layers[0]
+            if room.length + tokens.shape[1] > room.capacity:  # replays skip append's own check
+                raise ValueError(f"the static cache is full ({room.capacity} tokens)")
+            self.tokens.copy_(tokens)
+            self.graph.replay()
+            self.cache.advance_host(tokens.shape[1])  # append ran on the device only
+            return self.logits
+        self.stream.wait_stream(torch.cuda.current_stream())
+        if self.warmup > 0:
+            self.warmup -= 1
+            with torch.cuda.stream(self.stream):
+                logits = self.model(tokens, self.cache)
+            torch.cuda.current_stream().wait_stream(self.stream)
+            return logits
+        self.tokens = tokens.clone()
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, stream=self.stream):
+            self.logits = self.model(self.tokens, self.cache)  # recorded, not run; the host length moved already
+        self.graph.replay()
+        return self.logits
+
+
 @torch.no_grad()
 def generate(model: Transformer, prompt: Tensor, max_new_tokens: int, *, temperature: float = 1.0,
              top_k: int | None = None, generator: torch.Generator | None = None, eos_id: int | None = None,
-             use_cache: bool = True) -> Generation:
+             use_cache: bool = True, graph: bool | str = "auto") -> Generation:
     """Sample up to max_new_tokens after prompt (B, T) of token ids (T >= 1), in eval mode.
 
     Stops early once every sequence has produced eos_id (if given; later tokens of a finished sequence are
-    eos_id too). Prompt + new tokens must fit in model.config.max_seq_len.
+    eos_id too). Prompt + new tokens must fit in model.config.max_seq_len. graph: decode through a static cache
+    and a CUDA graph (`GraphStep`); "auto": on CUDA with the cache; True off CUDA is an error.
     """
+    if graph not in (True, False, "auto"):
+        raise UsageError(f"graph={graph!r}: must be true, false or auto")
     if prompt.dim() == 1:
         prompt = prompt.unsqueeze(0)
     if prompt.dim() != 2 or prompt.shape[1] < 1:
@@ -75,14 +125,19 @@ def generate(model: Transformer, prompt: Tensor, max_new_tokens: int, *, tempera
     if prompt.shape[1] + max_new_tokens > limit:
         raise UsageError(f"prompt ({prompt.shape[1]} tokens) + max_new_tokens={max_new_tokens} exceeds the model's "
                          f"max_seq_len={limit}; shorten the prompt or ask for fewer tokens")
+    device = prompt.device
+    if graph is True and (device.type != "cuda" or not use_cache):
+        raise UsageError("graph=true needs a CUDA model and the decoding cache (use_cache=true); use graph=auto")
+    graphed = use_cache and device.type == "cuda" and graph is not False
     was_training = model.training
     model.eval()
-    device = prompt.device
     try:
         _sync(device)
         start = time.perf_counter()
-        cache = model.new_cache() if use_cache else None
+        capacity = prompt.shape[1] + max_new_tokens if graphed else None
+        cache = model.new_cache(capacity) if use_cache else None
         logits = model(prompt, cache)
+        step = GraphStep(model, cache) if graphed else (lambda new: model(new, cache))
         _sync(device)
         prefill_s = time.perf_counter() - start
         tokens = prompt
@@ -99,7 +154,7 @@ def generate(model: Transformer, prompt: Tensor, max_new_tokens: int, *, tempera
             if eos_id is not None and bool(done.all()):
                 break
             if new < max_new_tokens:
-                logits = model(nxt.unsqueeze(1), cache) if use_cache else model(tokens)
+                logits = step(nxt.unsqueeze(1)) if use_cache else model(tokens)
         _sync(device)
         decode_s = time.perf_counter() - start
     finally:

@@ -94,9 +94,12 @@ class Transformer(nn.Module):
     def rope_dim(self) -> int:
         return self.layers[0].attn.rope_dim
 
-    def new_cache(self) -> DecodeCache:
-        """An empty decoding cache for `forward(tokens, cache)`: one `LayerCache` per layer."""
-        return DecodeCache.empty(len(self.layers))
+    def new_cache(self, capacity: int | None = None) -> DecodeCache:
+        """An empty decoding cache for `forward(tokens, cache)`: one `LayerCache` per layer; with a capacity
+        (tokens, at most max_seq_len), static ones of that size, which a CUDA graph can capture a step over."""
+        if capacity is not None and not 0 < capacity <= self.config.max_seq_len:
+            raise ValueError(f"capacity={capacity}: must be in 1..model.max_seq_len={self.config.max_seq_len}")
+        return DecodeCache.empty(len(self.layers), capacity)
 
     def forward(self, tokens: Tensor, cache: DecodeCache | None = None) -> Tensor:
         """tokens (B, n) -> logits (B, n, vocab).
@@ -112,7 +115,8 @@ class Transformer(nn.Module):
         if pos + n > self.config.max_seq_len:
             raise ValueError(f"sequence length {pos + n} exceeds model.max_seq_len={self.config.max_seq_len}")
         layer_caches = [None] * len(self.layers) if cache is None else self._layer_caches(cache, tokens.shape[0])
-        rope = rope_tables(n, self.rope_dim, self.config.rope_theta, tokens.device, offset=pos)
+        offset = cache.offset if cache is not None else 0  # a static cache's is a device tensor (CUDA graphs)
+        rope = rope_tables(n, self.rope_dim, self.config.rope_theta, tokens.device, offset=offset)
         x = self.tok_embeddings(tokens)
         for layer, layer_cache in zip(self.layers, layer_caches, strict=True):
             x = layer(x, rope, layer_cache)

@@ -67,10 +67,10 @@ def _tokens(batch: int = 2, length: int = T, seed: int = 1) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _cached_logits(model, tokens, prompt_len: int, chunk: int = 1) -> torch.Tensor:
+def _cached_logits(model, tokens, prompt_len: int, chunk: int = 1, capacity: int | None = None) -> torch.Tensor:
     """Logits of every position: a prompt of the first `prompt_len` tokens into an empty cache (0: none; the first
-    chunk then fills the cache), then `chunk` tokens per step."""
-    cache, parts = model.new_cache(), []
+    chunk then fills the cache), then `chunk` tokens per step; with a capacity, into a static cache of that size."""
+    cache, parts = model.new_cache(capacity), []
     if prompt_len:
         parts.append(model(tokens[:, :prompt_len], cache))
     for start in range(prompt_len, tokens.shape[1], chunk):
@@ -88,6 +88,49 @@ def test_cached_decoding_equals_full_forward_float64(preset, pad_key, prompt_len
         full = model(tokens)
     cached = _cached_logits(model, tokens, prompt_len)
     torch.testing.assert_close(cached, full, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize(("preset", "pad_key"), list(_cases()))
+@pytest.mark.parametrize(("prompt_len", "chunk"), [(0, 1), (5, 1), (1, 4)])
+def test_a_static_cache_decodes_like_the_full_forward_in_fixed_tensors(preset, pad_key, prompt_len, chunk):
+    """The static cache (fixed capacity, position on the device: what a CUDA graph replays) gives the full
+    forward's logits, and every cached tensor keeps its shape and address from the first new token on."""
+    model = _model(_spec(preset, pad_key))
+    tokens = _tokens()
+    with torch.no_grad():
+        full = model(tokens)
+        torch.testing.assert_close(_cached_logits(model, tokens, prompt_len, chunk, capacity=T + 3), full,
+                                   rtol=0, atol=1e-10)
+        cache = model.new_cache(capacity=T)
+        model(tokens[:, :max(prompt_len, 1)], cache)
+        before = [{k: (t.data_ptr(), t.shape) for k, t in layer.tensors().items()} for layer in cache.layers]
+        for start in range(max(prompt_len, 1), T):
+            model(tokens[:, start:start + 1], cache)
+        assert [{k: (t.data_ptr(), t.shape) for k, t in layer.tensors().items()} for layer in cache.layers] == before
+        assert cache.length == T and int(cache.offset) == T
+        with pytest.raises(ValueError, match="exceed the static cache's capacity of 18"):
+            model(tokens[:, :1], cache)
+
+
+def test_a_static_cache_is_refused_beyond_max_seq_len():
+    model = _model(_spec("transformer"))
+    with pytest.raises(ValueError, match="capacity=65: must be in 1..model.max_seq_len=64"):
+        model.new_cache(capacity=65)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("preset", ["transformer", "mta", "talking_heads", "diff"])
+def test_cuda_graph_decoding_equals_eager_decoding(preset):
+    """generate(graph=True): a static cache and one captured step replayed per token; same tokens as eager
+    decoding with the growing cache (float32: greedy choices are well separated at random init)."""
+    model = _model(_spec(preset, "both"), dtype=torch.float32).cuda()
+    prompt = _tokens(batch=3, length=7).cuda()
+    graphed = generate(model, prompt, 30, temperature=0.0, graph=True)
+    eager = generate(model, prompt, 30, temperature=0.0, graph=False)
+    assert torch.equal(graphed.tokens, eager.tokens)
+    recomputed = generate(model, prompt, 30, temperature=0.0, use_cache=False)
+    assert torch.equal(graphed.tokens, recomputed.tokens)
 
 
 @pytest.mark.parametrize(("preset", "pad_key"), [(p, k) for p, k in _cases() if p in ("mta", "talking_heads", "diff",
@@ -230,6 +273,8 @@ def test_generate_stops_at_eos_and_checks_its_inputs():
         generate(model, prompt, 62)
     with pytest.raises(ValueError, match="at least one token"):
         generate(model, prompt[:, :0], 3)
+    with pytest.raises(ValueError, match="graph=true needs a CUDA model"):
+        generate(model, prompt, 3, graph=True)
 
 
 def test_sample_next_top_k_and_greedy():
