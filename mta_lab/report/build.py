@@ -14,8 +14,10 @@ from mta_lab.report.table import Report, Table, fmt
 def _meta(query: RunQuery | None, runs: pd.DataFrame | None, **extra) -> dict:
     from mta_lab.tracking.mlflow_run import git_sha
 
+    evals = [r for ids in runs["eval_runs"] for r in str(ids or "").split(",") if r] \
+        if runs is not None and "eval_runs" in runs else []
     return {"query": query.to_dict() if query else None,
-            "run_ids": list(runs["run_id"]) if runs is not None else [], "git_sha": git_sha(),
+            "run_ids": list(runs["run_id"]) if runs is not None else [], "eval_run_ids": evals, "git_sha": git_sha(),
             "command": ["mta-lab", *sys.argv[1:]] if sys.argv and "mta" in sys.argv[0] else None, **extra}
 
 
@@ -41,6 +43,10 @@ def ablation_report(query: RunQuery, metric: str = "final/val_loss", baseline: s
                     meta=_meta(query, runs, metric=metric, baseline=baseline, n_boot=n_boot, seed=seed))
     report.notes.append(f"{len(runs)} runs ({(runs['status'] == 'FINISHED').sum()} finished) from MLflow "
                         f"{query.uri}.")
+    from mta_lab.report.collect import eval_runs_note
+
+    if note := eval_runs_note(runs):
+        report.notes.append(note)
     if metrics:
         from mta_lab.report.evals import eval_columns_table
 

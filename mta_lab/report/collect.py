@@ -2,7 +2,13 @@
 
 Columns follow `mlflow.search_runs`: `tags.<k>`, `params.<k>`, `metrics.<k>`, plus `run_id`, `run_name`,
 `status`, `start_time` and the convenience columns `variant`, `seed`, `size`, `sweep`, `trial`, `attention`.
-Sweep parent runs (tag mta.role=sweep) are not training runs and are left out.
+Sweep parent runs (tag mta.role=sweep) are not training runs and are left out. An eval run written beside its
+checkpoint's run (`mta-lab eval ... track=new`: tags mta.role=eval, mta.eval_of=<training run id>) is not a row of
+its own: its metrics join its training run's row (column `eval_runs` lists the eval runs merged into a row), so
+`eval/*` metrics sit beside the training run's `final/*` whichever way they were logged. Where a metric is in both,
+the value logged last wins; an eval run not FINISHED (still logging, or failed) is left out. An eval run whose
+checkpoint has no training run in the experiment (mta.eval_of is a checkpoint path) is a row of its own; one whose
+training run is in the experiment but not selected is left out.
 """
 
 from __future__ import annotations
@@ -109,7 +115,8 @@ def collect_runs(query: RunQuery, *, client=None) -> pd.DataFrame:
     client = client or client_for(query.uri)
     exp_id = experiment_id(client, query.experiment)
     runs = client.search_runs([exp_id], filter_string=query.filter_string(), max_results=50000)
-    rows = [_row(run) for run in runs if run.data.tags.get("mta.role") != "sweep"]
+    rows = [_row(run) for run in runs if run.data.tags.get("mta.role") not in ("sweep", "eval")]
+    rows += _merge_eval_runs(client, exp_id, rows, [r for r in runs if r.data.tags.get("mta.role") == "eval"])
     if query.run_ids:
         wanted = set(query.run_ids)
         rows = [r for r in rows if r["run_id"] in wanted or any(r["run_id"].startswith(w) for w in wanted)]
@@ -117,6 +124,74 @@ def collect_runs(query: RunQuery, *, client=None) -> pd.DataFrame:
         raise ReportError(_no_runs_message(client, exp_id, query))
     df = pd.DataFrame(rows)
     return df.sort_values(["variant", "seed_order", "start_time"], kind="stable").reset_index(drop=True)
+
+
+EVAL_ROLE_FILTER = "tags.`mta.role` = 'eval'"
+
+
+def _merge_eval_runs(client, exp_id: str, rows: list[dict], selected_evals: list) -> list[dict]:
+    """Fold the experiment's eval runs into the rows of their training runs (in place); the rows of eval runs
+    whose checkpoint has no training run in the experiment, when the query selected them."""
+    by_id = {row["run_id"]: row for row in rows}
+    for row in rows:
+        row["eval_runs"] = ""
+    evals = client.search_runs([exp_id], filter_string=EVAL_ROLE_FILTER, max_results=50000)
+    orphans = []
+    for run in sorted(evals, key=lambda r: r.info.start_time or 0):
+        if run.info.status != FINISHED:  # still logging, or its logging failed: its metrics may be partial
+            continue
+        parent = run.data.tags.get("mta.eval_of", "")
+        row = by_id.get(parent)
+        if row is None:
+            if any(r.info.run_id == run.info.run_id for r in selected_evals) and not _is_run(client, parent, exp_id):
+                orphans.append(_row(run) | {"eval_runs": run.info.run_id})
+            continue
+        for key, value in run.data.metrics.items():
+            column = f"metrics.{key}"
+            if column in row and not _logged_later(client, run.info.run_id, row, key):
+                continue
+            row[column] = value
+            row.setdefault("_metric_source", {})[key] = run.info.run_id
+        row["eval_runs"] = ",".join(filter(None, [row["eval_runs"], run.info.run_id]))
+    for row in rows:
+        row.pop("_metric_source", None)
+    return orphans
+
+
+def eval_runs_note(runs: pd.DataFrame) -> str | None:
+    """A report note naming the eval runs merged into training runs' rows (None when there were none)."""
+    if "eval_runs" not in runs:
+        return None
+    merged = {r: name for ids, name in zip(runs["eval_runs"], runs["run_name"], strict=True)
+              for r in str(ids or "").split(",") if r}
+    merged = {r: n for r, n in merged.items() if r not in set(runs["run_id"])}
+    if not merged:
+        return None
+    names = sorted({str(n) for n in merged.values()})
+    return (f"{len(merged)} eval run(s) (mta.role=eval, linked by mta.eval_of) merged into their checkpoints' rows: "
+            f"{', '.join(names)}.")
+
+
+def _latest_timestamp(client, run_id: str, key: str) -> int:
+    return max((m.timestamp for m in client.get_metric_history(run_id, key)), default=0)
+
+
+def _logged_later(client, eval_run_id: str, row: dict, key: str) -> bool:
+    """The eval run's `key` was logged after the value the row holds (its own, or an earlier eval run's)."""
+    holder = row.get("_metric_source", {}).get(key, row["run_id"])
+    return _latest_timestamp(client, eval_run_id, key) >= _latest_timestamp(client, holder, key)
+
+
+def _is_run(client, run_id: str, exp_id: str) -> bool:
+    """`run_id` names a run of the experiment (not a checkpoint path, not a run elsewhere)."""
+    from mlflow.exceptions import MlflowException
+
+    if not run_id or "/" in run_id:
+        return False
+    try:
+        return client.get_run(run_id).info.experiment_id == exp_id
+    except MlflowException:
+        return False
 
 
 def _no_runs_message(client, exp_id: str, query: RunQuery) -> str:

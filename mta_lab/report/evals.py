@@ -166,7 +166,7 @@ def eval_columns_table(runs: pd.DataFrame, metrics: list[str], baseline: str, *,
 def evals_report(query, *, name: str | None = None):
     """Tables and figures of NIAH and BabiLong per variant (whichever the runs have)."""
     from mta_lab.report.build import _meta, default_name
-    from mta_lab.report.collect import collect_runs
+    from mta_lab.report.collect import collect_runs, eval_runs_note
     from mta_lab.report.table import Report
 
     runs = collect_runs(query)
@@ -189,4 +189,6 @@ def evals_report(query, *, name: str | None = None):
     done = runs[runs["status"] == FINISHED]
     report.notes.append(f"{len(done)} finished runs from MLflow {query.uri}; variants: "
                         f"{', '.join(sorted(done['variant'].unique()))}.")
+    if note := eval_runs_note(runs):
+        report.notes.append(note)
     return report
