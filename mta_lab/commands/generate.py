@@ -17,8 +17,9 @@ from rich.markup import escape
 from mta_lab.commands.options import parse_key_values
 from mta_lab.errors import UsageError
 
-USAGE = ('ckpt=<run dir | final/model.pt | checkpoints/*.ckpt>, optional: prompt="text" or prompt_ids=1,2,3, '
-         "max_new_tokens=64 temperature=1.0 top_k=0 seed=0 device=auto|cpu|cuda stop_at_eos=true cache=true")
+USAGE = ("ckpt=<run dir | final/model.pt | checkpoints/*.ckpt | final/hf>, optional: prompt=\"text\" or "
+         "prompt_ids=1,2,3, max_new_tokens=64 temperature=1.0 top_k=0 seed=0 device=auto|cpu|cuda stop_at_eos=true "
+         "cache=true")
 DEFAULTS = {"ckpt": None, "prompt": None, "prompt_ids": None, "max_new_tokens": 64, "temperature": 1.0,
             "top_k": 0, "seed": 0, "device": "auto", "stop_at_eos": True, "cache": True}
 DEVICES = ("auto", "cpu", "cuda")
@@ -29,7 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "generate", help="sample tokens from a trained checkpoint (incremental decoding cache)",
         description=f"mta-lab generate {USAGE}. temperature=0 is greedy; top_k=0 samples from the whole vocabulary. "
         "The prompt is encoded with the run's tokenizer; prompt_ids= gives raw token ids instead. cache=false "
-        "recomputes the full forward for every token (the slow reference).",
+        "recomputes the full forward for every token (the slow reference). A model=hf run decodes with HF's KV cache, "
+        "except with a kq convolution over c_q > 1 query rows, whose past queries that cache does not keep: it "
+        "recomputes the full forward for every token even with cache=true (the same tokens, slower).",
     )
     parser.add_argument("options", nargs="*", metavar="KEY=VALUE", help=USAGE)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -138,6 +141,7 @@ def run_generate(args: argparse.Namespace) -> int:
     summary = {"ckpt": options["ckpt"], "step": payload.get("step"), "tokenizer": tok_desc, "prompt_ids": ids,
                "new_ids": new_ids, "text": text, "new_tokens": result.new_tokens, "prefill_s": result.prefill_s,
                "decode_s": result.decode_s, "tokens_per_s": result.tokens_per_s, "cache": options["cache"],
+               "recomputed": not options["cache"] or getattr(model, "decodes_by_recomputation", False),
                "cache_bytes": result.cache_bytes, "device": device}
     if args.json:
         print(json.dumps(summary))
@@ -150,6 +154,8 @@ def run_generate(args: argparse.Namespace) -> int:
         console.print(f"prompt ids: {','.join(map(str, ids))}", highlight=False)
         console.print(f"generated ids: [bold]{','.join(map(str, new_ids))}[/]", highlight=False)
     mode = "cached decoding" if options["cache"] else "full recomputation (cache=false)"
+    if options["cache"] and getattr(model, "decodes_by_recomputation", False):
+        mode = "full recomputation (model=hf with a kq convolution over c_q > 1 query rows: no KV cache)"
     console.print(f"[dim]{result.new_tokens} tokens in {result.prefill_s + result.decode_s:.3f}s "
                   f"(prefill {result.prefill_s:.3f}s) = {result.tokens_per_s:.1f} tokens/s, {mode} on {device}, "
                   f"tokenizer: {escape(tok_desc)}[/]", highlight=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from mta_lab.eval.errors import EvalError
 
-CKPT = "ckpt=<run dir | final/model.pt | checkpoints/*.ckpt>"
+CKPT = "ckpt=<run dir | final/model.pt | checkpoints/*.ckpt | final/hf>"
 COMMON = {"ckpt": None, "device": "auto", "batch_size": 8, "track": "auto", "tracking_uri": None}
 COMMON_USAGE = "device=auto|cpu|cuda batch_size=8 track=auto|new|false tracking_uri=URI"
 LONG = {"haystack": None, "cache_dir": None, "seed": 0}

@@ -104,16 +104,21 @@ def save_model(model, path: str | Path) -> None:
 
 
 def model_config_of(path: str | Path):
-    """`ModelConfig(source="hf", path=path)` with the checkpoint's sizes (for accounting, tags and length checks;
-    the parameter counts assume the native layout: grouped-query and untied heads are not counted exactly)."""
+    """`ModelConfig(source="hf", path=path)` with the sizes of the checkpoint at `path` (`model_config_from`)."""
+    return model_config_from(read_config(path), path)
+
+
+def model_config_from(config, path: str | Path | None):
+    """`ModelConfig(source="hf", path=path)` with the sizes of the LlamaConfig `config` (for accounting, tags and
+    length checks; the parameter counts assume the native layout: grouped-query and untied heads are not counted
+    exactly)."""
     from mta_lab.model.config import ModelConfig
 
-    config = read_config(path)
     rope = getattr(config, "rope_parameters", None) or {}
     return ModelConfig(
         vocab_size=config.vocab_size, dim=config.hidden_size, n_layers=config.num_hidden_layers,
         n_heads=config.num_attention_heads, ffn_hidden=config.intermediate_size,
         rope_theta=float(rope.get("rope_theta") or getattr(config, "rope_theta", None) or 10_000.0),
         norm_eps=float(config.rms_norm_eps), max_seq_len=config.max_position_embeddings, source="hf",
-        path=str(Path(path).resolve()),
+        path=str(Path(path).resolve()) if path is not None else None,
     )

@@ -72,7 +72,8 @@ class LanguageModelTask(L.LightningModule):
         if self.model_config.source == "hf":  # a local Llama checkpoint with MTA attached (mta_lab/hf)
             from mta_lab.hf.lm import HFLanguageModel
 
-            self.model = HFLanguageModel.load(self.model_config.path, self.attention)
+            # from_pretrained returns eval mode, which Lightning keeps for submodules: dropout would stay off.
+            self.model = HFLanguageModel.load(self.model_config.path, self.attention).train()
             return
         with torch.device("meta") if mesh is not None else contextlib.nullcontext():
             model = build_model(self.model_config, self.attention)
@@ -107,10 +108,20 @@ class LanguageModelTask(L.LightningModule):
         if trainer.is_global_zero:
             Path(self.export_path).parent.mkdir(parents=True, exist_ok=True)
             atomic_torch_save({"model": self.model_config.to_dict(), "attention": self.attention.to_dict(),
-                               "state_dict": state, "step": trainer.global_step, **self.export_extra},
+                               "state_dict": state, "step": trainer.global_step, **self.export_extra,
+                               **self._hf_extra()},
                               self.export_path)
             if self.model_config.source == "hf":  # final/hf: what `mta_lab.hf.load_model` (from_pretrained) reads
                 self.model.save_pretrained(Path(self.export_path).parent / "hf")
+
+    def _hf_extra(self) -> dict[str, str]:
+        """model=hf: the transformers config beside the weights, so `mta-lab eval` / `generate` rebuild the model
+        from the checkpoint alone (`mta_lab.hf.restore`)."""
+        if self.model_config.source != "hf":
+            return {}
+        from mta_lab.hf.restore import PAYLOAD_KEY, hf_config_json
+
+        return {PAYLOAD_KEY: hf_config_json(self.model)}
 
     def full_state_dict(self) -> dict[str, Tensor]:
         """The unsharded model weights on CPU (a collective under FSDP: every rank must call it)."""
@@ -198,6 +209,7 @@ class LanguageModelTask(L.LightningModule):
             "attention": self.attention.to_dict(),
             "optim": asdict(self.optim_config),
             **self.export_extra,
+            **self._hf_extra(),
         }
         # RNG state, so a resumed run draws the same dropout masks as an uninterrupted one.
         checkpoint["mta_rng"] = {"cpu": torch.get_rng_state()}

@@ -28,6 +28,21 @@ def llama_dir(tmp_path):
     return path
 
 
+def save_byte_llama(path):
+    """Save a tiny Llama (2 layers) whose 512 ids hold the byte tokenizer's, with a context of 256: for training."""
+    model = tiny_llama(kv_heads=2, layers=2)
+    model.resize_token_embeddings(512)  # the byte tokenizer's ids fit
+    model.config.max_position_embeddings = 256
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def byte_llama(tmp_path):
+    pytest.importorskip("transformers")
+    return save_byte_llama(tmp_path / "llama512")
+
+
 @torch.no_grad()
 def randomise_mta_(model, seed: int = 1) -> None:
     """Move every MTA parameter away from its initialisation (so a path that ignored one would show)."""

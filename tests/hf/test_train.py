@@ -9,23 +9,12 @@ import torch
 
 pytest.importorskip("transformers")
 
-from conftest import tiny_llama  # noqa: E402
 from integration_helpers import client_for, tiny  # noqa: E402
 
 from mta_lab.conf import load_run_config  # noqa: E402
 from mta_lab.errors import UserError  # noqa: E402
 from mta_lab.hf import load_model  # noqa: E402
 from mta_lab.train.entry import train  # noqa: E402
-
-
-@pytest.fixture
-def byte_llama(tmp_path):
-    path = tmp_path / "llama512"
-    model = tiny_llama(kv_heads=2, layers=2)
-    model.resize_token_embeddings(512)  # the byte tokenizer's ids fit
-    model.config.max_position_embeddings = 256
-    model.save_pretrained(path)
-    return path
 
 
 def test_a_few_training_steps_on_a_local_llama_with_mta(tmp_path, byte_llama, data_cache):
