@@ -111,7 +111,8 @@ def generate(model: Transformer, prompt: Tensor, max_new_tokens: int, *, tempera
 
     Stops early once every sequence has produced eos_id (if given; later tokens of a finished sequence are
     eos_id too). Prompt + new tokens must fit in model.config.max_seq_len. graph: decode through a static cache
-    and a CUDA graph (`GraphStep`); "auto": on CUDA with the cache; True off CUDA is an error.
+    and a CUDA graph (`GraphStep`); "auto": on CUDA with the cache, for models that have one (`graph_decoding`);
+    True where it cannot apply is an error.
     """
     if graph not in (True, False, "auto"):
         raise UsageError(f"graph={graph!r}: must be true, false or auto")
@@ -126,16 +127,20 @@ def generate(model: Transformer, prompt: Tensor, max_new_tokens: int, *, tempera
         raise UsageError(f"prompt ({prompt.shape[1]} tokens) + max_new_tokens={max_new_tokens} exceeds the model's "
                          f"max_seq_len={limit}; shorten the prompt or ask for fewer tokens")
     device = prompt.device
-    if graph is True and (device.type != "cuda" or not use_cache):
-        raise UsageError("graph=true needs a CUDA model and the decoding cache (use_cache=true); use graph=auto")
-    graphed = use_cache and device.type == "cuda" and graph is not False
+    capable = getattr(model, "graph_decoding", False)  # a static cache: the native Transformer, not model=hf
+    if graph is True and (device.type != "cuda" or not use_cache or not capable):
+        raise UsageError("graph=true needs a CUDA model with a static decoding cache (the native Transformer, not "
+                         "model=hf) and use_cache=true; use graph=auto")
+    graphed = use_cache and capable and device.type == "cuda" and graph is not False
     was_training = model.training
     model.eval()
     try:
         _sync(device)
         start = time.perf_counter()
-        capacity = prompt.shape[1] + max_new_tokens if graphed else None
-        cache = model.new_cache(capacity) if use_cache else None
+        if not use_cache:
+            cache = None
+        else:  # static (sized for prompt + new tokens) for a graph; a model without graph_decoding takes no size
+            cache = model.new_cache(prompt.shape[1] + max_new_tokens) if graphed else model.new_cache()
         logits = model(prompt, cache)
         step = GraphStep(model, cache) if graphed else (lambda new: model(new, cache))
         _sync(device)

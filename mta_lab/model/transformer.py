@@ -64,6 +64,8 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
+    graph_decoding = True  # new_cache(capacity) is static: `generate` can capture its decoding step as a CUDA graph
+
     def __init__(self, config: ModelConfig, spec: AttentionSpec) -> None:
         super().__init__()
         spec.check_model(n_heads=config.n_heads, n_layers=config.n_layers)
