@@ -25,14 +25,12 @@ filled length are zero and never seen: the causal mask already hides every key a
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mta_lab.attention.reference import work_dtype
 from mta_lab.attention.spec import key_center
 
 
@@ -202,8 +200,9 @@ def last_rows(x: Tensor, m: int) -> Tensor:
 
 
 def softmax_rows(q: Tensor, keys: Tensor, values: Tensor, pos: int | Tensor) -> Tensor:
-    """Causal softmax attention of query rows pos .. pos + n - 1 (after RoPE) over all cached keys."""
-    work = work_dtype(q.dtype)
-    scores = q.to(work) @ keys.to(work).transpose(-2, -1) / math.sqrt(q.shape[-1])
-    probs = torch.softmax(scores.masked_fill(~visible(pos, q.shape[2], keys.shape[2], q.device), float("-inf")), -1)
-    return (probs @ values.to(work)).to(q.dtype)
+    """Causal softmax attention of query rows pos .. pos + n - 1 (after RoPE) over all cached keys.
+
+    Through `scaled_dot_product_attention` with the visibility mask: its fused kernels keep scores and softmax in
+    float32 (the spec's precision) while reading the cache in its own dtype, where upcasting the whole cache to
+    float32 first would read and write it three times per step."""
+    return F.scaled_dot_product_attention(q, keys, values, attn_mask=visible(pos, q.shape[2], keys.shape[2], q.device))

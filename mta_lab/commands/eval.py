@@ -97,7 +97,8 @@ def run_task(args: argparse.Namespace) -> int:
     check_target(target, options["track"], ckpt)
     model, payload = load_model(ckpt)
     tokenizer = checkpoint_tokenizer(payload, ckpt, model.config.vocab_size)
-    lm = TorchLM(model, eos_id=tokenizer.eos_id, batch_size=options["batch_size"], device=device)
+    lm = TorchLM(model, eos_id=tokenizer.eos_id, batch_size=options["batch_size"], device=device,
+               dtype=options["dtype"])
 
     started = time.perf_counter()
     bar = _progress_bar()  # started at the first finished batch: an error before that prints only its message
@@ -121,7 +122,8 @@ def run_task(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     if not result.settings:
         raise EvalError(f"eval {task}: no setting was evaluated")
-    result.info |= {"ckpt": ckpt, "step": payload.get("step"), "device": device, "seconds": elapsed,
+    result.info |= {"ckpt": ckpt, "step": payload.get("step"), "device": device,
+                    "dtype": str(lm.dtype).removeprefix("torch."), "seconds": elapsed,
                     "samples_per_s": len(result.samples) / elapsed if elapsed > 0 else math.nan}
     if args.export:
         result.export(args.export)

@@ -36,13 +36,22 @@ class EvalLM(Protocol):
                       progress: Progress | None = None) -> list[tuple[float, bool]]: ...
 
 
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
+
+
 class TorchLM:
     def __init__(self, model: nn.Module, *, eos_id: int | None = None, batch_size: int = 8,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", dtype: str = "float32") -> None:
+        """dtype: the weights' for the eval ("auto": bfloat16 on CUDA, float32 on the CPU); log-likelihoods are
+        always taken in float32 from the logits."""
         if batch_size < 1:
             raise EvalError(f"batch_size={batch_size}: must be a positive integer")
-        self.model = model.to(device).eval()
         self.device = torch.device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.max_len = model.config.max_seq_len
         self.vocab_size = model.config.vocab_size
         self.eos_id = eos_id

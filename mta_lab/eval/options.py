@@ -10,8 +10,10 @@ from __future__ import annotations
 from mta_lab.eval.errors import EvalError
 
 CKPT = "ckpt=<run dir | final/model.pt | checkpoints/*.ckpt | final/hf>"
-COMMON = {"ckpt": None, "device": "auto", "batch_size": 8, "track": "auto", "tracking_uri": None}
-COMMON_USAGE = "device=auto|cpu|cuda batch_size=8 track=auto|new|false tracking_uri=URI"
+COMMON = {"ckpt": None, "device": "auto", "dtype": "auto", "batch_size": 8, "track": "auto", "tracking_uri": None}
+COMMON_USAGE = ("device=auto|cpu|cuda dtype=auto|float32|bfloat16 (auto: bfloat16 on CUDA) batch_size=8 "
+                "track=auto|new|false tracking_uri=URI")
+DTYPES = ("auto", "float32", "bfloat16")
 LONG = {"haystack": None, "cache_dir": None, "seed": 0}
 TASKS = {
     "niah": ("multi-needle needle-in-a-haystack, generated offline (accuracy per context, needles, depth)",
@@ -31,8 +33,8 @@ TASKS = {
                 {**COMMON, "tasks": None, "include_path": None, "num_fewshot": None, "limit": None},
                 "tasks=hellaswag,piqa include_path=DIR (your task YAMLs) num_fewshot=N limit=N"),
 }
-RAW = ("ckpt", "device", "track", "tracking_uri", "haystack", "cache_dir", "contexts", "needles", "depths", "tasks",
-       "lengths", "data.path", "include_path")
+RAW = ("ckpt", "device", "dtype", "track", "tracking_uri", "haystack", "cache_dir", "contexts", "needles", "depths",
+       "tasks", "lengths", "data.path", "include_path")
 CLI_ONLY = ("ckpt", "track", "tracking_uri")  # what `train.eval_options` may not set: the run decides them
 
 
@@ -79,6 +81,9 @@ def check_options(task: str, options: dict, *, need_ckpt: bool = True) -> dict:
         raise EvalError(f"ckpt= is required; usage: {full_usage}")
     if options["device"] not in ("auto", "cpu", "cuda"):
         raise EvalError(f"device={options['device']!r}: allowed: auto, cpu, cuda")
+    if options["dtype"] not in DTYPES:
+        raise EvalError(f"dtype={options['dtype']!r}: allowed: {', '.join(DTYPES)} (the weights' dtype for the eval; "
+                        "auto: bfloat16 on CUDA, float32 on the CPU)")
     if options["track"] not in ("auto", "new", "false"):
         raise EvalError(f"track={options['track']!r}: allowed: auto (the checkpoint's run), new (a run linked to it), "
                         "false (record nothing)")

@@ -60,10 +60,12 @@ def run_final_evals(run: RunConfig, run_dir: Path, client, run_id: str) -> tuple
                 import torch
 
                 device = "cuda" if torch.cuda.is_available() else "cpu"
-            lm = TorchLM(model, eos_id=tokenizer.eos_id, batch_size=options["batch_size"], device=device)
+            lm = TorchLM(model, eos_id=tokenizer.eos_id, batch_size=options["batch_size"], device=device,
+                       dtype=options["dtype"])
             result = evaluate(task, options, lm, tokenizer, payload.get("data"))
             elapsed = time.perf_counter() - started
-            result.info |= {"ckpt": ckpt, "step": payload.get("step"), "device": device, "seconds": elapsed,
+            result.info |= {"ckpt": ckpt, "step": payload.get("step"), "device": device,
+                            "dtype": str(lm.dtype).removeprefix("torch."), "seconds": elapsed,
                             "samples_per_s": len(result.samples) / elapsed if elapsed > 0 else float("nan"),
                             "from": "train.evals"}
             record([result], target, "auto", ckpt=ckpt, step=payload.get("step"))

@@ -79,6 +79,7 @@ def test_niah_and_babilong_go_to_the_checkpoints_mlflow_runs_and_the_report_draw
     (["zeroshot"], ["data.path= is required"]),
     (["lambada", "data.path=/nonexistent.jsonl"], ["data.path=/nonexistent.jsonl: no such file"]),
     (["niah", "track=maybe"], ["track='maybe': allowed: auto"]),
+    (["niah", "dtype=fp8"], ["dtype='fp8': allowed: auto, float32, bfloat16"]),
 ])
 def test_bad_input_is_one_message_exit_2_and_nothing_recorded(runs, data_cache, args, fragments):
     run_id = (runs / "mta" / "mlflow_run_id").read_text().strip()

@@ -88,3 +88,16 @@ def test_zeroshot_acc_and_acc_norm_from_log_likelihoods(model, tmp_path):
     (tmp_path / "missing.jsonl").write_text('{"context": "x", "choices": ["a", "b"]}\n')
     with pytest.raises(EvalError, match="line 1 lacks the field 'gold'"):
         run_zeroshot(TorchLM(model), TOK, str(tmp_path / "missing.jsonl"))
+
+
+def test_a_bfloat16_eval_casts_the_weights_and_stays_close_to_float32():
+    torch.manual_seed(0)
+    net = build_model(load_model_preset("tiny", n_layers=3, vocab_size=259, max_seq_len=64), load_preset("mta"))
+    requests = [(TOK.encode("The cat sat on the"), TOK.encode(" mat")), (TOK.encode("Hello"), TOK.encode(" world"))]
+    full = TorchLM(net, dtype="float32").loglikelihood(requests)
+    assert TorchLM(net, dtype="auto").dtype == torch.float32  # auto on the CPU
+    half = TorchLM(net, dtype="bfloat16")
+    assert half.dtype == torch.bfloat16 and next(net.parameters()).dtype == torch.bfloat16
+    for (a, _), (b, _) in zip(full, half.loglikelihood(requests), strict=True):
+        assert b == pytest.approx(a, rel=2e-2)
+    assert len(half.greedy([TOK.encode("Once upon")], 4)[0]) <= 4
