@@ -55,7 +55,7 @@ def test_show_applies_overrides(capsys):
         (["attention", "show", "diff", "--heads", "15", "--dim", "1530"], "even number of heads"),
         # Bracketed optional arguments in a usage line are text, not console markup.
         (["eval", "toy"], "ckpt= is required; usage: mta-lab eval toy ckpt=<run dir | final/model.pt | "
-                          "checkpoints/*.ckpt> [samples=1000] [data_seed=1] [batch_size=250] [device=auto]"),
+                          "checkpoints/*.ckpt | final/hf> [samples=1000] [data_seed=1] [batch_size=250] [device=auto]"),
     ],
 )
 def test_bad_input_is_one_clear_error(args, message):
