@@ -63,7 +63,9 @@ def wait_for(predicate, timeout: float, what: str, every: float = 0.5):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def _sweep_file(tmp_path: Path, cache: Path, name: str, steps: int, variants: int = 2, ckpt_every: int = 0) -> Path:
+def _sweep_file(tmp_path: Path, cache: Path, name: str, steps: int, variants: int = 2, ckpt_every: int = 0,
+                longer: int = 0) -> Path:
+    """An ablation of `variants` tiny CPU trials of `steps` steps (the last one `longer` steps more), one seed."""
     base = ["experiment=tiny", "trainer=cpu", f"train.max_steps={steps}", f"train.val_every={steps}",
             f"train.ckpt_every={ckpt_every or steps}", "train.batch_size=2", "train.seq_len=32",
             "train.val_batches=1", "train.log_every=10", f"data.cache_dir={cache}"]
@@ -71,6 +73,9 @@ def _sweep_file(tmp_path: Path, cache: Path, name: str, steps: int, variants: in
     data = {"name": name, "kind": "ablation", "base": base, "seeds": [0], "max_retries": 1, "max_failures": 0,
             "ablation": {"variants": {f"v{i}": ["attention=transformer", f"optim.lr={lrs[i]}"]
                                       for i in range(variants)}}}
+    if longer:
+        last = data["ablation"]["variants"][f"v{variants - 1}"]
+        last += [f"train.max_steps={steps + longer}", f"train.val_every={steps + longer}"]
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -262,6 +267,70 @@ def test_kill_9_of_a_worker_mid_trial_is_recovered_by_the_other_worker(tmp_path,
     assert statuses == ["FAILED", "FINISHED", "FINISHED"], statuses
     assert "worker died" in _run_of(sweep, dead).data.tags["mta.failure_reason"]
     print(_status(path, sweep_dir))
+
+
+def test_scontrol_requeue_mid_trial_resumes_the_trial_in_the_requeued_job(tmp_path, data_cache):
+    """`scontrol requeue` of a training worker's job: SLURM sends SIGTERM (SIGKILL after KillWait); the trial is
+    interrupted and requeued in the study, its MLflow run KILLED; the job waits in PENDING (requeue hold, released
+    here with `scontrol update StartTime=now`), starts again under the same id and resumes the trial from its
+    newest checkpoint, in the same MLflow run."""
+    path = _sweep_file(tmp_path, data_cache, "slurm_requeue", steps=600, variants=1, ckpt_every=50)
+    spec, sweep_dir = SweepSpec.load(path), tmp_path / "sweep"
+    _cli("create", str(path), "--dir", str(sweep_dir))
+    jobs = _submit(path, sweep_dir, _profile(tmp_path), workers=1)
+    (trial,) = wait_for(lambda: _training(spec, sweep_dir), 180, "the trial to train")
+
+    subprocess.run(["scontrol", "requeue", jobs[0]], check=True, timeout=20)
+    wait_for(lambda: _state(jobs, jobs[0]) == "PENDING", 60, f"job {jobs[0]} to be requeued (PENDING)")
+    wait_for(lambda: next(t for t in _trials(spec, sweep_dir) if t.number == trial.number).state != TrialState.RUNNING,
+             30, f"trial {trial.number} to stop")
+    _assert_interrupted(spec, sweep_dir, trial.number, "SIGTERM")
+    print(subprocess.run(["squeue", "-j", jobs[0].split("_")[0], "-o", "%.10i %.9T %.20r"], capture_output=True,
+                         text=True, timeout=20).stdout)
+    done_before = max(_checkpoint_steps(trial))
+    subprocess.run(["scontrol", "update", f"JobId={jobs[0]}", "StartTime=now"], check=True, timeout=20)
+    wait_for(lambda: not _queued(jobs), 300, f"the requeued job {jobs[0]} to finish the trial")
+
+    _assert_done_once(spec, sweep_dir)
+    sweep = open_sweep(spec, sweep_dir)
+    (run,) = [r for r in _runs(sweep) if r.data.tags.get("mta.role") != "sweep"]
+    assert run.info.status == "FINISHED" and "KILLED" in run.data.tags["mta.interruptions"], run.data.tags
+    _assert_trained_once(sweep, run, done_before)
+    assert _log(sweep_dir).count("Starting with JobEnvironment") == 2  # the same job ran twice
+    n = counts(sweep)
+    assert (n["complete"], n["interrupted"], n["failed"]) == (1, 1, 0)
+
+
+def test_usr2_preemption_mid_trial_is_requeued_and_resumed_by_the_other_worker(tmp_path, data_cache):
+    """`scancel -s USR2 <job>` (what reaches the worker: the signal goes to the job's srun step, where submitit
+    runs Python; `--batch` would signal only the batch shell, which dies, and the step gets SIGTERM) of one of two
+    training workers: its trial is interrupted, its MLflow run KILLED with the reason, the job ends; the other
+    worker, once its own (longer) trial is done, takes the requeued trial and resumes it from its checkpoint."""
+    path = _sweep_file(tmp_path, data_cache, "slurm_usr2", steps=400, variants=2, ckpt_every=50, longer=300)
+    spec, sweep_dir = SweepSpec.load(path), tmp_path / "sweep"
+    _cli("create", str(path), "--dir", str(sweep_dir))
+    jobs = _submit(path, sweep_dir, _profile(tmp_path), workers=2)
+    running = wait_for(lambda: _training(spec, sweep_dir, 2), 180, "both workers training")
+    (victim,) = [t for t in running if t.user_attrs["variant"] == "v0"]  # the shorter trial
+    name = Path(victim.user_attrs["mta.run_dirs"][-1]).name
+    (job,) = [j for j in jobs if f"training {name}" in "".join(
+        p.read_text() for p in (sweep_dir / "submitit" / j).glob("*_log.out"))]
+
+    subprocess.run(["scancel", "-s", "USR2", job], check=True, timeout=20)
+    wait_for(lambda: job not in [line.split()[0] for line in _queued(jobs)], 60, f"job {job} to end")
+    _assert_interrupted(spec, sweep_dir, victim.number, "SIGUSR2")
+    print(_status(path, sweep_dir))
+    done_before = max(_checkpoint_steps(victim))
+    wait_for(lambda: not _queued(jobs), 300, f"jobs {jobs} to end")
+
+    _assert_done_once(spec, sweep_dir)
+    sweep = open_sweep(spec, sweep_dir)
+    resumed = _run_of(sweep, victim)
+    assert resumed.info.status == "FINISHED" and "KILLED" in resumed.data.tags["mta.interruptions"]
+    _assert_trained_once(sweep, resumed, done_before)
+    assert len([r for r in _runs(sweep) if r.data.tags.get("mta.role") != "sweep"]) == 2
+    n = counts(sweep)
+    assert (n["complete"], n["interrupted"], n["failed"]) == (2, 1, 0)
 
 
 def test_scancel_in_the_first_seconds_leaves_no_trial_running(tmp_path, data_cache):
