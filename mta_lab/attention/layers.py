@@ -157,20 +157,7 @@ class MultiTokenAttention(AttentionBase):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """Initialise the MTA parameters (kernels, mixing, norm, gate); the projections are the model's job."""
-        for kernel in (self.kq_pre, self.kq_post):
-            if kernel is not None:
-                init_kernel_(kernel, self.spec)
-        if self.head_pre is not None:
-            assign_(self.head_pre, torch.eye(self.n_heads))
-        if self.head_post is not None:
-            groups, c_h, _ = self.head_post.shape
-            assign_(self.head_post, torch.eye(c_h).expand(groups, c_h, c_h))
-        if self.norm_weight is not None:
-            self.norm_weight.fill_(1.0)
-        if self.gate is not None:
-            std = self.dim ** -0.5
-            nn.init.trunc_normal_(self.gate.weight, std=std, a=-3 * std, b=3 * std)
-            nn.init.zeros_(self.gate.bias)  # the release leaves it uninitialised (spec §2.10)
+        init_mta_parameters_(self, self.spec, n_heads=self.n_heads, gate_in=self.dim)
 
     def attend(self, q, k, v, cos, sin):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -262,6 +249,27 @@ class MultiTokenAttention(AttentionBase):
         if self.head_post is not None:  # step 6
             probs = mix_heads_post(probs, self.head_post)
         return self._norm_and_gate((probs @ values.to(work)).to(q.dtype))  # steps 8-10
+
+
+@torch.no_grad()
+def init_mta_parameters_(owner: nn.Module, spec: AttentionSpec, *, n_heads: int, gate_in: int) -> None:
+    """The spec's initialisation of `owner`'s MTA tensors (`kq_pre`, `kq_post`, `head_pre`, `head_post`,
+    `norm_weight`, `gate`; each may be None): identity kernels and mixing (softmax attention, up to norm and gate),
+    unit norm weight, a truncated-normal gate of fan-in `gate_in` with zero bias."""
+    for kernel in (owner.kq_pre, owner.kq_post):
+        if kernel is not None:
+            init_kernel_(kernel, spec)
+    if owner.head_pre is not None:
+        assign_(owner.head_pre, torch.eye(n_heads))
+    if owner.head_post is not None:
+        groups, c_h, _ = owner.head_post.shape
+        assign_(owner.head_post, torch.eye(c_h).expand(groups, c_h, c_h))
+    if owner.norm_weight is not None:
+        owner.norm_weight.fill_(1.0)
+    if owner.gate is not None:
+        std = gate_in ** -0.5
+        nn.init.trunc_normal_(owner.gate.weight, std=std, a=-3 * std, b=3 * std)
+        nn.init.zeros_(owner.gate.bias)  # the release leaves it uninitialised (spec §2.10)
 
 
 @torch.no_grad()

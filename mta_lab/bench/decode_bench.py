@@ -10,7 +10,6 @@ CPU with N=3) is reported as such, never as a time.
 
 from __future__ import annotations
 
-import gc
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from mta_lab.bench.train_bench import attention_spec, environment
+from mta_lab.bench.train_bench import attention_spec, environment, failures_recorded
 from mta_lab.model.config import load_model_preset
 from mta_lab.model.generate import generate
 from mta_lab.model.transformer import build_model
@@ -57,7 +56,7 @@ def bench_one(model: torch.nn.Module, model_name: str, attention_name: str, *, m
     if mode == "graph" and device.type != "cuda":
         result.status = "needs CUDA"
         return result
-    try:
+    with failures_recorded(result, device):
         prompt = torch.randint(0, model.config.vocab_size, (batch_size, context), device=device)
         graph = mode == "graph"
         generate(model, prompt[:, :8], 4, temperature=0.0, graph=graph)  # lazy library set-up
@@ -70,14 +69,6 @@ def bench_one(model: torch.nn.Module, model_name: str, attention_name: str, *, m
             result.ms_per_token = 1000 * step_s
         else:
             result.status = f"noisy: {2 * new_tokens} tokens decoded no slower than {new_tokens}; raise new_tokens"
-    except torch.OutOfMemoryError:
-        result.status = "oom"
-    except Exception as err:  # recorded, so one failing configuration does not lose the others
-        result.status = f"error: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
-    finally:
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
     return result
 
 

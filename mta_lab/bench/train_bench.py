@@ -11,6 +11,7 @@ import gc
 import json
 import platform
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -58,22 +59,30 @@ def bench_one(model_name: str, attention_name: str, *, batch_size: int, seq_len:
     flops = flops_per_token(config, spec, seq_len).train
     result = TrainBenchResult(model_name, attention_name, params, batch_size, seq_len, steps, None, None, None,
                               None, "ok")
-    try:
+    with failures_recorded(result, device):
         measured = _measure(config, spec, batch_size=batch_size, seq_len=seq_len, steps=steps, warmup=warmup,
                             compile_model=compile_model, device=device)
         result.step_ms, result.peak_mem_gib, result.backends = measured
         result.tokens_per_s = batch_size * seq_len / (result.step_ms / 1000)
         if peak_flops:
             result.mfu = result.tokens_per_s * flops / peak_flops
+    return result
+
+
+@contextmanager
+def failures_recorded(result, device: torch.device):
+    """A configuration's failure goes into `result.status` ("oom" or "error: ..."), so one failing configuration
+    does not lose the others; memory is released either way."""
+    try:
+        yield
     except torch.OutOfMemoryError:
         result.status = "oom"
-    except Exception as err:  # recorded, so one failing configuration does not lose the others
+    except Exception as err:
         result.status = f"error: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
     finally:
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    return result
 
 
 def _measure(config, spec, *, batch_size: int, seq_len: int, steps: int, warmup: int, compile_model: bool,

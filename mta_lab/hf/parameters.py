@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mta_lab.attention.layers import assign_, init_kernel_, rms_norm
+from mta_lab.attention.layers import init_mta_parameters_, rms_norm
 from mta_lab.attention.spec import AttentionSpec, depth_lambda_init
 
 
@@ -46,20 +46,7 @@ class MTAParameters(nn.Module):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """The spec's initialisation (identity kernels and mixing: softmax attention, up to norm and gate)."""
-        for kernel in (self.kq_pre, self.kq_post):
-            if kernel is not None:
-                init_kernel_(kernel, self.spec)
-        if self.head_pre is not None:
-            assign_(self.head_pre, torch.eye(self.n_heads))
-        if self.head_post is not None:
-            groups, c_h, _ = self.head_post.shape
-            assign_(self.head_post, torch.eye(c_h).expand(groups, c_h, c_h))
-        if self.norm_weight is not None:
-            self.norm_weight.fill_(1.0)
-        if self.gate is not None:
-            std = self.hidden_size ** -0.5
-            nn.init.trunc_normal_(self.gate.weight, std=std, a=-3 * std, b=3 * std)
-            nn.init.zeros_(self.gate.bias)
+        init_mta_parameters_(self, self.spec, n_heads=self.n_heads, gate_in=self.hidden_size)
 
     def norm_and_gate(self, out: Tensor) -> Tensor:
         """Spec steps 9-10 on the per-head outputs (B, H, T, d)."""

@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from conftest import VOCAB, randomise_mta_, tiny_llama  # noqa: E402
+from hf_models import VOCAB, randomise_mta_, tiny_llama  # noqa: E402
 from transformers import LlamaForCausalLM  # noqa: E402
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS  # noqa: E402
 

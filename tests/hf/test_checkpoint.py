@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from conftest import VOCAB, randomise_mta_  # noqa: E402
+from hf_models import VOCAB, randomise_mta_  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 from transformers import LlamaForCausalLM  # noqa: E402
 

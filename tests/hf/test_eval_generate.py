@@ -16,7 +16,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from conftest import VOCAB, randomise_mta_, save_byte_llama  # noqa: E402
+from hf_models import VOCAB, randomise_mta_, save_byte_llama  # noqa: E402
 from integration_helpers import REPO, assert_one_line_error, clean_env, client_for, tiny  # noqa: E402
 
 from mta_lab.attention import AttentionSpec, load_preset  # noqa: E402

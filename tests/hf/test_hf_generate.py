@@ -12,7 +12,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from conftest import VOCAB, randomise_mta_  # noqa: E402
+from hf_models import VOCAB, randomise_mta_  # noqa: E402
 
 from mta_lab.attention import AttentionSpec, load_preset  # noqa: E402
 from mta_lab.hf import HFError, load_model  # noqa: E402
