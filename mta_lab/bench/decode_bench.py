@@ -10,14 +10,12 @@ CPU with N=3) is reported as such, never as a time.
 
 from __future__ import annotations
 
-import json
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from mta_lab.bench.train_bench import attention_spec, environment, failures_recorded
+from mta_lab.bench.train_bench import attention_spec, failures_recorded, write_json
 from mta_lab.model.config import load_model_preset
 from mta_lab.model.generate import generate
 from mta_lab.model.transformer import build_model
@@ -73,10 +71,7 @@ def bench_one(model: torch.nn.Module, model_name: str, attention_name: str, *, m
 
 
 def write_report(results: list[DecodeBenchResult], out_dir: Path, *, tag: str, command: str, settings: dict) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    payload = {"command": command, "settings": settings, "environment": environment(),
-               "time": time.strftime("%Y-%m-%d %H:%M:%S"), "results": [asdict(r) for r in results]}
-    (out_dir / f"{tag}.json").write_text(json.dumps(payload, indent=2))
+    payload = write_json(results, out_dir, tag=tag, command=command, settings=settings)
     lines = [f"# Decoding speed: {tag}", "", f"Command: `{command}`", "", f"Environment: {payload['environment']}",
              "", "ms/token: steady-state time of one greedy decoding step of the whole batch; vs transformer: the "
              "Transformer's ms/token of the same model, mode, batch and context over this row's.", "",

@@ -128,11 +128,17 @@ def environment() -> dict:
     return env
 
 
-def write_report(results: list[TrainBenchResult], out_dir: Path, *, tag: str, command: str, settings: dict) -> Path:
+def write_json(results: list, out_dir: Path, *, tag: str, command: str, settings: dict) -> dict:
+    """`<out_dir>/<tag>.json`: the command, settings, environment, time and every result row; returns it."""
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {"command": command, "settings": settings, "environment": environment(),
                "time": time.strftime("%Y-%m-%d %H:%M:%S"), "results": [asdict(r) for r in results]}
     (out_dir / f"{tag}.json").write_text(json.dumps(payload, indent=2))
+    return payload
+
+
+def write_report(results: list[TrainBenchResult], out_dir: Path, *, tag: str, command: str, settings: dict) -> Path:
+    payload = write_json(results, out_dir, tag=tag, command=command, settings=settings)
     lines = [f"# Training throughput: {tag}", "", f"Command: `{command}`", "",
              f"Environment: {payload['environment']}", "", markdown_table(results), ""]
     path = out_dir / f"{tag}.md"
