@@ -211,9 +211,16 @@ class MultiTokenAttention(AttentionBase):
             scores = mix_heads_pre(scores, self.head_pre)
         return torch.softmax(scores.masked_fill(~visible(pos, n, t, q_win.device), float("-inf")), dim=-1)
 
+    def _cache_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        # Score-mixing layers read every cached key and value in the work dtype on each step: keeping them in it
+        # (2x the cache of a half-precision model) saves upcasting the whole cache per step; plain rows go
+        # through SDPA in the model's dtype.
+        return work_dtype(dtype) if self.mixes_scores else dtype
+
     def fill_cache(self, q, k, v, cos, sin, cache):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        cache.store(k, v)
+        store = self._cache_dtype(q.dtype)
+        cache.store(k.to(store), v.to(store))
         t = q.shape[2]
         c_pre, c_post = self._c_pre, self._c_post
         if c_pre > 1:
@@ -228,7 +235,8 @@ class MultiTokenAttention(AttentionBase):
     def attend_cached(self, q, k, v, cos, sin, cache):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         pos = cache.offset  # an int, or a static cache's device tensor
-        keys, values = cache.append(k, v)
+        store = self._cache_dtype(q.dtype)
+        keys, values = cache.append(k.to(store), v.to(store))
         n, t = q.shape[2], keys.shape[2]  # t: the cached keys (a static cache's capacity; later keys are masked)
         if not self.mixes_scores:  # plain causal attention (the full path's SDPA)
             return self._norm_and_gate(softmax_rows(q, keys, values, pos))
