@@ -47,7 +47,7 @@ def build(model_name: str, attention_name: str, *, max_len: int, device: torch.d
 
 
 def bench_one(model: torch.nn.Module, model_name: str, attention_name: str, *, mode: str, batch_size: int,
-              context: int, new_tokens: int, repeats: int = 3) -> DecodeBenchResult:
+              context: int, new_tokens: int, repeats: int = 3, prefill_chunk: int | None = None) -> DecodeBenchResult:
     result = DecodeBenchResult(model_name, attention_name, mode, batch_size, context, new_tokens, None, None, None,
                                "ok")
     device = next(model.parameters()).device
@@ -58,8 +58,9 @@ def bench_one(model: torch.nn.Module, model_name: str, attention_name: str, *, m
         prompt = torch.randint(0, model.config.vocab_size, (batch_size, context), device=device)
         graph = mode == "graph"
         generate(model, prompt[:, :8], 4, temperature=0.0, graph=graph)  # lazy library set-up
-        short = [generate(model, prompt, new_tokens, temperature=0.0, graph=graph) for _ in range(repeats)]
-        long = [generate(model, prompt, 2 * new_tokens, temperature=0.0, graph=graph) for _ in range(repeats)]
+        run = dict(temperature=0.0, graph=graph, prefill_chunk=prefill_chunk)
+        short = [generate(model, prompt, new_tokens, **run) for _ in range(repeats)]
+        long = [generate(model, prompt, 2 * new_tokens, **run) for _ in range(repeats)]
         result.prefill_ms = 1000 * min(g.prefill_s for g in short + long)
         result.cache_gib = long[0].cache_bytes / 2**30
         step_s = (min(g.decode_s for g in long) - min(g.decode_s for g in short)) / new_tokens

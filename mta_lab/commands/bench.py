@@ -31,10 +31,11 @@ ATTENTION_DEFAULTS = {"configs": "kq_pre,talking_heads,paper", "seq_lens": "1024
 
 
 DECODE_USAGE = ("model=880m attention=transformer,mta,talking_heads (PRESET@BACKEND pins a backend) "
-                "[contexts=2048,8192] [batches=1,16] [new_tokens=32] [modes=eager,graph] [out=reports/bench] "
-                "[tag=NAME]")
+                "[contexts=2048,8192] [batches=1,16] [new_tokens=32] [modes=eager,graph] [prefill_chunk=N] "
+                "[out=reports/bench] [tag=NAME]")
 DECODE_DEFAULTS = {"model": "tiny", "attention": "transformer,mta", "contexts": "128", "batches": "1",
-                   "new_tokens": 16, "modes": "eager,graph", "out": "reports/bench", "tag": None}
+                   "new_tokens": 16, "modes": "eager,graph", "prefill_chunk": None, "out": "reports/bench",
+                   "tag": None}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -54,8 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     decode = kinds.add_parser("decode", help="prefill ms and ms per new token, eager vs CUDA-graph decoding",
                               description=f"mta-lab bench decode {DECODE_USAGE}. Greedy decoding of random prompts "
                               "by random-weight models (bf16 on GPU); modes: eager (growing cache) and graph (static "
-                              "cache, one CUDA graph replayed per token; CUDA only). Ratios to the Transformer of the "
-                              "same model, mode, batch and context.")
+                              "cache, one CUDA graph replayed per token; CUDA only); prefill_chunk=N prefills N "
+                              "prompt tokens at a time through the cache (long prompts whose full forward would not "
+                              "fit). Ratios to the Transformer of the same model, mode, batch and context.")
     decode.add_argument("options", nargs="*", metavar="KEY=VALUE", help=DECODE_USAGE)
     decode.set_defaults(handler=run_decode)
     rewrite = kinds.add_parser("rewrite", help="rewrite a bench attention report (table, goals, plot) from its JSON",
@@ -181,6 +183,9 @@ def parse_decode_options(items: list[str]) -> dict:
     if isinstance(options["new_tokens"], bool) or not isinstance(options["new_tokens"], int) \
             or options["new_tokens"] < 1:
         raise UsageError(f"new_tokens={options['new_tokens']!r}: expected a positive integer")
+    chunk = options["prefill_chunk"]
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+        raise UsageError(f"prefill_chunk={chunk!r}: expected a positive integer (tokens per prefill chunk)")
     unknown = [m for m in options["modes"] if m not in MODES]
     if unknown:
         raise UsageError(f"modes: unknown {', '.join(map(repr, unknown))}; use some of {', '.join(MODES)}")
@@ -212,7 +217,8 @@ def run_decode(args: argparse.Namespace) -> int:
                 for batch, context, mode in settings:
                     progress.update(task, description=f"{name} / {attention} / {mode} / {batch} x {context}")
                     results.append(bench_one(model, name, attention, mode=mode, batch_size=batch, context=context,
-                                             new_tokens=options["new_tokens"]))
+                                             new_tokens=options["new_tokens"],
+                                             prefill_chunk=options["prefill_chunk"]))
                     path = write_report(results, Path(options["out"]), tag=tag, command=command, settings=options)
                     progress.advance(task)
                 del model

@@ -1,8 +1,10 @@
 """Autoregressive sampling with the incremental decoding cache (`mta_lab/attention/decoding.py`).
 
-The prompt goes through the normal full forward once, with an empty cache that it fills (`model(prompt, cache)`);
-every new token then costs one `model(token, cache)`: O(T) attention work per layer, not a recomputation of the
-whole T×T attention. `use_cache=False` recomputes the full forward for every token instead (a reference, O(T²)).
+The prompt goes through the normal full forward once, with an empty cache that it fills (`model(prompt, cache)`),
+or, with `prefill_chunk=N`, its first N tokens do and the rest follow N at a time through the cached path (the
+same outputs; score maps of N rows, not T, where a long prompt's full forward would not fit); every new token
+then costs one `model(token, cache)`: O(T) attention work per layer, not a recomputation of the whole T×T
+attention. `use_cache=False` recomputes the full forward for every token instead (a reference, O(T²)).
 
 On CUDA (`graph="auto"`) the cache is static (`StaticLayerCache`: sized for prompt + new tokens, position on the
 device) and the one-token step is captured once as a CUDA graph (`GraphStep`) and replayed for every later token:
@@ -106,13 +108,14 @@ class GraphStep:
 @torch.no_grad()
 def generate(model: Transformer, prompt: Tensor, max_new_tokens: int, *, temperature: float = 1.0,
              top_k: int | None = None, generator: torch.Generator | None = None, eos_id: int | None = None,
-             use_cache: bool = True, graph: bool | str = "auto") -> Generation:
+             use_cache: bool = True, graph: bool | str = "auto", prefill_chunk: int | None = None) -> Generation:
     """Sample up to max_new_tokens after prompt (B, T) of token ids (T >= 1), in eval mode.
 
     Stops early once every sequence has produced eos_id (if given; later tokens of a finished sequence are
     eos_id too). Prompt + new tokens must fit in model.config.max_seq_len. graph: decode through a static cache
     and a CUDA graph (`GraphStep`); "auto": on CUDA with the cache, for models that have one (`graph_decoding`);
-    True where it cannot apply is an error.
+    True where it cannot apply is an error. prefill_chunk: prefill the prompt this many tokens at a time (None:
+    at once).
     """
     if graph not in (True, False, "auto"):
         raise UsageError(f"graph={graph!r}: must be true, false or auto")
@@ -122,6 +125,11 @@ def generate(model: Transformer, prompt: Tensor, max_new_tokens: int, *, tempera
         raise UsageError(f"the prompt must hold at least one token (got shape {tuple(prompt.shape)})")
     if max_new_tokens < 0:
         raise UsageError(f"max_new_tokens={max_new_tokens}: must be >= 0")
+    if prefill_chunk is not None and (isinstance(prefill_chunk, bool) or not isinstance(prefill_chunk, int)
+                                      or prefill_chunk < 1):
+        raise UsageError(f"prefill_chunk={prefill_chunk!r}: must be a positive number of tokens (or None: at once)")
+    if prefill_chunk is not None and not use_cache:
+        raise UsageError("prefill_chunk needs use_cache=true (the chunks go through the decoding cache)")
     limit = model.config.max_seq_len
     if prompt.shape[1] + max_new_tokens > limit:
         raise UsageError(f"prompt ({prompt.shape[1]} tokens) + max_new_tokens={max_new_tokens} exceeds the model's "
@@ -141,7 +149,9 @@ def generate(model: Transformer, prompt: Tensor, max_new_tokens: int, *, tempera
             cache = None
         else:  # static (sized for prompt + new tokens) for a graph; a model without graph_decoding takes no size
             cache = model.new_cache(prompt.shape[1] + max_new_tokens) if graphed else model.new_cache()
-        logits = model(prompt, cache)
+        chunk = prefill_chunk or prompt.shape[1]
+        for at in range(0, prompt.shape[1], chunk):  # the first chunk fills the cache, the others extend it
+            logits = model(prompt[:, at:at + chunk], cache)
         step = GraphStep(model, cache) if graphed else (lambda new: model(new, cache))
         _sync(device)
         prefill_s = time.perf_counter() - start

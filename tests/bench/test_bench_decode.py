@@ -37,6 +37,7 @@ def test_report_has_a_row_per_setting_with_ratios_to_the_transformer(tmp_path):
     ("contexts=0", "contexts='0': expected a comma-separated list of positive integers"),
     ("modes=eager,jit", "modes: unknown 'jit'; use some of"),
     ("new_tokens=0", "new_tokens=0: expected a positive integer"),
+    ("prefill_chunk=0", "prefill_chunk=0: expected a positive integer"),
     ("attention=nope", "nope"),
 ])
 def test_bad_options_are_one_message_and_write_nothing(tmp_path, capsys, option, message):

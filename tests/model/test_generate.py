@@ -8,10 +8,13 @@ empty cache and after a prompt, one token or several at a time.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
 from mta_lab.attention.presets import load_preset, preset_names
+from mta_lab.errors import UsageError
 from mta_lab.model import build_model, load_model_preset
 from mta_lab.model.generate import generate, sample_next
 
@@ -131,6 +134,30 @@ def test_cuda_graph_decoding_equals_eager_decoding(preset):
     assert torch.equal(graphed.tokens, eager.tokens)
     recomputed = generate(model, prompt, 30, temperature=0.0, use_cache=False)
     assert torch.equal(graphed.tokens, recomputed.tokens)
+    chunked = generate(model, prompt, 30, temperature=0.0, graph=True, prefill_chunk=3)  # static cache, 3 + 3 + 1
+    assert torch.equal(chunked.tokens, eager.tokens)
+
+
+@pytest.mark.parametrize("preset", ["mta", "t5_kqpre_headpost", "talking_heads", "diff", "transformer"])
+def test_a_chunked_prefill_samples_what_a_whole_one_does(preset):
+    """prefill_chunk=N: the prompt's first N tokens fill the cache, the rest extend it N at a time; float64, so
+    greedy choices are the same exactly when the chunks' logits are."""
+    model = _model(_spec(preset, "both"))
+    prompt = _tokens(batch=2, length=11)
+    whole = generate(model, prompt, 6, temperature=0.0, graph=False)
+    for chunk in (1, 4, 11, 50):
+        started = time.perf_counter()
+        chunked = generate(model, prompt, 6, temperature=0.0, graph=False, prefill_chunk=chunk)
+        wall = time.perf_counter() - started
+        assert torch.equal(chunked.tokens, whole.tokens)
+        assert 0 < chunked.prefill_s and 0 < chunked.decode_s and chunked.prefill_s + chunked.decode_s <= wall
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True])
+def test_a_bad_prefill_chunk_is_refused(bad):
+    model = _model(_spec("mta", "both"))
+    with pytest.raises(UsageError, match="prefill_chunk"):
+        generate(model, _tokens(batch=1, length=5), 2, prefill_chunk=bad)
 
 
 @pytest.mark.parametrize(("preset", "pad_key"), [(p, k) for p, k in _cases() if p in ("mta", "talking_heads", "diff",
