@@ -1,8 +1,8 @@
 """Sweeps on a real SLURM cluster (one node: .ci/slurm-cluster.sh start, which .ci/run calls): real `mta-lab sweep
 create` + `mta-lab sweep submit --cluster <profile>` through sbatch job arrays, the journal file beside the sweep,
 trial states polled from the Optuna study. A normal sweep (and a second submit, refused); a time limit hit
-mid-trial; kill -9 of a worker mid-trial; `scancel` mid-trial and in a job's first seconds. Skipped, saying why,
-where sbatch / squeue are missing or the cluster does not answer. One xdist group: the node's CPUs are the cluster's."""
+mid-trial; kill -9 of a worker mid-trial; `scancel` in a job's first seconds. Skipped, saying why, where sbatch /
+squeue are missing or the cluster does not answer. One xdist group: the node's CPUs are the cluster's."""
 
 from __future__ import annotations
 
@@ -301,14 +301,6 @@ def test_scontrol_requeue_mid_trial_resumes_the_trial_in_the_requeued_job(tmp_pa
     assert (n["complete"], n["interrupted"], n["failed"]) == (1, 1, 0)
 
 
-def _job_of(sweep_dir: Path, jobs: list[str], trial) -> str:
-    """The job of `jobs` whose worker trains `trial` (its log names the trial's run directory)."""
-    name = Path(trial.user_attrs["mta.run_dirs"][-1]).name
-    (job,) = [j for j in jobs if f"training {name}" in "".join(
-        p.read_text() for p in (sweep_dir / "submitit" / j).glob("*_log.out"))]
-    return job
-
-
 def test_usr2_preemption_mid_trial_is_requeued_and_resumed_by_the_other_worker(tmp_path, data_cache):
     """`scancel -s USR2 <job>` (what reaches the worker: the signal goes to the job's srun step, where submitit
     runs Python; `--batch` would signal only the batch shell, which dies, and the step gets SIGTERM) of one of two
@@ -320,7 +312,9 @@ def test_usr2_preemption_mid_trial_is_requeued_and_resumed_by_the_other_worker(t
     jobs = _submit(path, sweep_dir, _profile(tmp_path), workers=2)
     running = wait_for(lambda: _training(spec, sweep_dir, 2), 180, "both workers training")
     (victim,) = [t for t in running if t.user_attrs["variant"] == "v0"]  # the shorter trial
-    job = _job_of(sweep_dir, jobs, victim)
+    name = Path(victim.user_attrs["mta.run_dirs"][-1]).name
+    (job,) = [j for j in jobs if f"training {name}" in "".join(
+        p.read_text() for p in (sweep_dir / "submitit" / j).glob("*_log.out"))]
 
     subprocess.run(["scancel", "-s", "USR2", job], check=True, timeout=20)
     wait_for(lambda: job not in [line.split()[0] for line in _queued(jobs)], 60, f"job {job} to end")
@@ -356,40 +350,3 @@ def test_scancel_in_the_first_seconds_leaves_no_trial_running(tmp_path, data_cac
     assert not [t.number for t in trials if t.state == TrialState.RUNNING], _log(sweep_dir)
     assert [t.state for t in trials if t.state != TrialState.FAIL] == [TrialState.WAITING]
     assert all(t.user_attrs.get(FAILURE_KIND) == "interrupted" for t in trials if t.state == TrialState.FAIL)
-
-
-def test_scancel_mid_trial_is_requeued_and_resumed_by_the_other_worker(tmp_path, data_cache):
-    """`scancel <job>` of one of two workers once its trial has a step checkpoint: SLURM sends SIGTERM to the job's
-    step (SIGKILL after KillWait, 5 s here), the trial is interrupted (not failed) and requeued, its MLflow run
-    KILLED with the reason, the job ends and is not requeued, the parent run stays RUNNING; the other worker, once
-    its own trial is done (waiting for the victim's if it gets there first), resumes the requeued trial from its
-    checkpoint in the same MLflow run and closes the parent FINISHED."""
-    path = _sweep_file(tmp_path, data_cache, "slurm_scancel", steps=100, variants=2, ckpt_every=25,
-                       longer=150)
-    spec, sweep_dir = SweepSpec.load(path), tmp_path / "sweep"
-    _cli("create", str(path), "--dir", str(sweep_dir))
-    jobs = _submit(path, sweep_dir, _profile(tmp_path, MTA_SWEEP_HEARTBEAT_S="1"), workers=2)
-    _runs(open_sweep(spec, sweep_dir))  # MLflow imported (seconds here) while the jobs start, not after the cancel:
-    # the checks of the interrupted run must be done before the other worker, on its longer trial, resumes it
-    running = wait_for(lambda: _training(spec, sweep_dir, 2), 180, "both workers training")
-    (victim,) = [t for t in running if t.user_attrs["variant"] == "v0"]
-    job = _job_of(sweep_dir, jobs, victim)
-
-    subprocess.run(["scancel", job], check=True, timeout=20)
-    wait_for(lambda: next(t for t in _trials(spec, sweep_dir) if t.number == victim.number).state
-             != TrialState.RUNNING, 30, f"trial {victim.number} to stop")  # the job leaves squeue seconds later
-    _assert_interrupted(spec, sweep_dir, victim.number, "SIGTERM")
-    sweep = open_sweep(spec, sweep_dir)
-    parent = next(r for r in _runs(sweep) if r.info.run_id == sweep.parent_run_id)
-    assert parent.info.status == "RUNNING"  # a variant is back in the queue: the sweep, and its parent, go on
-    done_before = max(_checkpoint_steps(victim))
-    wait_for(lambda: job not in [line.split()[0] for line in _queued(jobs)], 60, f"job {job} to end (not requeued)")
-    wait_for(lambda: not _queued(jobs), 240, f"jobs {jobs} to end")
-
-    _assert_done_once(spec, sweep_dir)
-    resumed = _run_of(sweep, victim)
-    assert resumed.info.status == "FINISHED" and "KILLED" in resumed.data.tags["mta.interruptions"], resumed.data.tags
-    _assert_trained_once(sweep, resumed, done_before)
-    assert len([r for r in _runs(sweep) if r.data.tags.get("mta.role") != "sweep"]) == 2
-    n = counts(sweep)
-    assert (n["complete"], n["interrupted"], n["failed"]) == (2, 1, 0)
